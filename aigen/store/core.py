@@ -1,0 +1,401 @@
+"""Open the database and the queries the CLI, the pipeline and the gallery make.
+
+Concurrency model: several processes (two `aigen generate`, a detached run,
+the gallery, the notify daemon) and several threads share one file. So:
+WAL (readers never block the writer), a busy timeout, one connection per
+thread, and every write transaction starts with BEGIN IMMEDIATE, which takes
+the write lock up front; a deferred transaction that reads and then tries to
+write can fail with "database is locked" at once, whatever the busy timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import sqlite3
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import sqlite_utils
+
+from aigen.errors import BadInput, NotFound
+
+BUSY_TIMEOUT_S = 60.0
+FINAL_ASSET_STATES = ("done", "failed")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(dt: datetime | None) -> str | None:
+    """UTC ISO-8601 with milliseconds: sorts correctly as text."""
+    if dt is None:
+        return None
+    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def new_generation_id() -> str:
+    return secrets.token_hex(6)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Serialise migrations between processes that open a fresh database together."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: SQLite's own locking still protects each migration
+        yield
+        return
+    with open(path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+class Store:
+    """Thread-safe access to aigen.db; create it once per process and share it."""
+
+    def __init__(self, path: str | os.PathLike, *, migrate: bool = True):
+        self.path = Path(path)
+        self._local = threading.local()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if migrate:
+            self.migrate()
+
+    # -- connection handling -------------------------------------------------
+    def _connect(self) -> sqlite_utils.Database:
+        conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return sqlite_utils.Database(conn, execute_plugins=False)
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._connect()
+            self._local.db = db
+        return db
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite_utils.Database]:
+        """A write transaction that holds the write lock from its first statement."""
+        db = self.db
+        if db.conn.in_transaction:
+            with db.atomic():
+                yield db
+            return
+        db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            if db.conn.in_transaction:
+                db.conn.execute("ROLLBACK")
+            raise
+        else:
+            db.conn.execute("COMMIT")
+
+    def migrate(self) -> list[str]:
+        from aigen.store.migrations import migrations
+
+        db = self.db
+        if not migrations.pending(db):
+            return []
+        with _file_lock(self.path.with_name(self.path.name + ".migrate.lock")):
+            pending = [m.name for m in migrations.pending(db)]
+            migrations.apply(db)
+        return pending
+
+    def applied_migrations(self) -> list[str]:
+        from aigen.store.migrations import migrations
+
+        return [m.name for m in migrations.applied(self.db)]
+
+    def query(self, sql: str, params: Any = ()) -> list[dict]:
+        return [dict(r) for r in self.db.conn.execute(sql, params).fetchall()]
+
+    def query_one(self, sql: str, params: Any = ()) -> dict | None:
+        row = self.db.conn.execute(sql, params).fetchone()
+        return dict(row) if row is not None else None
+
+    # -- users ---------------------------------------------------------------
+    def ensure_user(self, user_id: str, *, email: str | None = None, now: datetime | None = None) -> None:
+        now_s = iso(now or utcnow())
+        with self.transaction() as db:
+            db.conn.execute(
+                "INSERT INTO users (user_id, created_at) VALUES (?, ?) ON CONFLICT(user_id) DO NOTHING",
+                (user_id, now_s),
+            )
+            if email:
+                db.conn.execute("UPDATE users SET email = ? WHERE user_id = ?", (email, user_id))
+
+    def get_user(self, user_id: str) -> dict | None:
+        return self.query_one("SELECT * FROM users WHERE user_id = ?", (user_id,))
+
+    # -- generations ---------------------------------------------------------
+    def create_generation(self, gen: dict, assets: list[dict], *, now: datetime | None = None) -> str:
+        """Write the generation and all its asset rows in one transaction."""
+        now_s = iso(now or utcnow())
+        gen = dict(gen)
+        gen.setdefault("id", new_generation_id())
+        gen.update(
+            status="Processing",
+            video_paths="[]",
+            image_paths="[]",
+            created_at=now_s,
+            updated_at=now_s,
+            generated_at=None,
+        )
+        for key in ("options", "notify_via"):
+            if key in gen and not isinstance(gen[key], (str, type(None))):
+                gen[key] = json.dumps(gen[key])
+        with self.transaction() as db:
+            db.conn.execute(
+                "INSERT INTO users (user_id, created_at) VALUES (?, ?) ON CONFLICT(user_id) DO NOTHING",
+                (gen["user_id"], now_s),
+            )
+            db["generations"].insert(gen)
+            rows = []
+            for a in assets:
+                row = dict(a)
+                row.update(generation_id=gen["id"], status="queued", attempts=0, created_at=now_s, updated_at=now_s)
+                rows.append(row)
+            if rows:
+                db["assets"].insert_all(rows)
+        return gen["id"]
+
+    def resolve_generation_id(self, ident: str, *, user_id: str | None = None) -> str:
+        """Accept a full id or a unique prefix of at least 4 characters, like git."""
+        ident = (ident or "").strip().lower()
+        if not ident or not all(c in "0123456789abcdef" for c in ident):
+            raise NotFound(f"unknown generation id {ident!r}: ids are hexadecimal, see `aigen status`")
+        if len(ident) < 4:
+            raise BadInput(f"generation id prefix {ident!r} is too short: give at least 4 characters")
+        where, params = "id >= ? AND id < ?", [ident, ident + "g"]
+        if user_id is not None:
+            where += " AND user_id = ?"
+            params.append(user_id)
+        rows = self.query(f"SELECT id FROM generations WHERE {where} LIMIT 2", params)
+        if not rows:
+            raise NotFound(f"unknown generation id {ident!r}", hint="list generations with `aigen status`")
+        if len(rows) > 1:
+            raise BadInput(f"generation id prefix {ident!r} is ambiguous: give more characters")
+        return rows[0]["id"]
+
+    def get_generation(self, gen_id: str) -> dict:
+        row = self.query_one("SELECT * FROM generations WHERE id = ?", (gen_id,))
+        if row is None:
+            raise NotFound(f"unknown generation id {gen_id!r}", hint="list generations with `aigen status`")
+        return decode_generation(row)
+
+    def assets(self, gen_id: str) -> list[dict]:
+        return self.query(
+            "SELECT * FROM assets WHERE generation_id = ? ORDER BY kind = 'video', idx", (gen_id,)
+        )
+
+    def get_asset(self, asset_id: int) -> dict | None:
+        return self.query_one("SELECT * FROM assets WHERE id = ?", (asset_id,))
+
+    def list_generations(
+        self, *, user_id: str | None = None, status: str | None = None, limit: int = 20, offset: int = 0
+    ) -> list[dict]:
+        where, params = [], []
+        if user_id is not None:
+            where.append("g.user_id = ?")
+            params.append(user_id)
+        if status is not None:
+            where.append("g.status = ?")
+            params.append(status)
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        # Counts come from a correlated subquery on the (generation_id, kind, idx)
+        # index, so only the page of generations shown is counted.
+        sql = f"""
+            SELECT g.*,
+              (SELECT count(*) FROM assets a WHERE a.generation_id = g.id AND a.kind = 'image' AND a.status = 'done') AS images_done,
+              (SELECT count(*) FROM assets a WHERE a.generation_id = g.id AND a.kind = 'video' AND a.status = 'done') AS videos_done,
+              (SELECT count(*) FROM assets a WHERE a.generation_id = g.id AND a.status = 'failed') AS assets_failed
+            FROM generations g {clause}
+            ORDER BY g.created_at DESC, g.id DESC
+            LIMIT ? OFFSET ?"""
+        return [decode_generation(r) for r in self.query(sql, params + [limit, offset])]
+
+    def count_generations(self, *, user_id: str | None = None) -> dict[str, int]:
+        if user_id is None:
+            rows = self.query("SELECT status, count(*) AS n FROM generations GROUP BY status")
+        else:
+            rows = self.query(
+                "SELECT status, count(*) AS n FROM generations WHERE user_id = ? GROUP BY status", (user_id,)
+            )
+        return {r["status"]: r["n"] for r in rows}
+
+    # -- asset lifecycle (called from worker threads) -------------------------
+    def start_asset(self, asset_id: int, *, now: datetime | None = None) -> None:
+        now_s = iso(now or utcnow())
+        with self.transaction() as db:
+            db.conn.execute(
+                "UPDATE assets SET status = 'running', attempts = attempts + 1, started_at = ?, "
+                "updated_at = ?, error = NULL, error_code = NULL, progress = 0 WHERE id = ?",
+                (now_s, now_s, asset_id),
+            )
+
+    def save_job_id(self, asset_id: int, job_id: str) -> None:
+        """Persist an async provider's job id the moment it exists: a resumed run polls it, never pays twice."""
+        with self.transaction() as db:
+            db.conn.execute(
+                "UPDATE assets SET provider_job_id = ?, updated_at = ? WHERE id = ?",
+                (job_id, iso(utcnow()), asset_id),
+            )
+
+    def set_progress(self, asset_id: int, fraction: float) -> None:
+        with self.transaction() as db:
+            db.conn.execute("UPDATE assets SET progress = ? WHERE id = ?", (round(fraction, 3), asset_id))
+
+    def complete_asset(self, asset_id: int, info: dict, *, now: datetime | None = None) -> None:
+        """Record a kept file and append its path to the generation's list, atomically."""
+        now_s = iso(now or utcnow())
+        with self.transaction() as db:
+            asset = dict(db.conn.execute("SELECT * FROM assets WHERE id = ?", (asset_id,)).fetchone())
+            fields = {k: info[k] for k in (
+                "path", "poster_path", "bytes", "sha256", "width", "height", "duration", "model", "cost", "fps"
+            ) if k in info}
+            fields.update(status="done", finished_at=now_s, updated_at=now_s, error=None, error_code=None, progress=1.0)
+            sets = ", ".join(f"{k} = ?" for k in fields)
+            db.conn.execute(f"UPDATE assets SET {sets} WHERE id = ?", [*fields.values(), asset_id])
+            column = "image_paths" if asset["kind"] == "image" else "video_paths"
+            self._rebuild_path_list(db, asset["generation_id"], asset["kind"], column, now_s)
+
+    def _rebuild_path_list(self, db, gen_id: str, kind: str, column: str, now_s: str) -> None:
+        # The list is kept in index order (not completion order) so it reads
+        # the same whichever thread finished first.
+        paths = [
+            r[0]
+            for r in db.conn.execute(
+                "SELECT path FROM assets WHERE generation_id = ? AND kind = ? AND status = 'done' ORDER BY idx",
+                (gen_id, kind),
+            )
+        ]
+        db.conn.execute(
+            f"UPDATE generations SET {column} = ?, updated_at = ? WHERE id = ?", (json.dumps(paths), now_s, gen_id)
+        )
+
+    def requeue_asset(self, asset_id: int) -> None:
+        with self.transaction() as db:
+            db.conn.execute(
+                "UPDATE assets SET status = 'queued', updated_at = ? WHERE id = ? AND status = 'running'",
+                (iso(utcnow()), asset_id),
+            )
+
+    def fail_asset(self, asset_id: int, error: str, *, code: str | None = None, now: datetime | None = None) -> None:
+        now_s = iso(now or utcnow())
+        with self.transaction() as db:
+            db.conn.execute(
+                "UPDATE assets SET status = 'failed', error = ?, error_code = ?, finished_at = ?, updated_at = ? "
+                "WHERE id = ?",
+                (error, code, now_s, now_s, asset_id),
+            )
+
+    def finalize_generation(self, gen_id: str, *, now: datetime | None = None) -> str:
+        """Move to Completed/Failed once every asset is final; otherwise stay Processing."""
+        now_s = iso(now or utcnow())
+        with self.transaction() as db:
+            rows = [dict(r) for r in db.conn.execute(
+                "SELECT kind, idx, status, error FROM assets WHERE generation_id = ? ORDER BY kind, idx", (gen_id,)
+            )]
+            if any(r["status"] not in FINAL_ASSET_STATES for r in rows):
+                return "Processing"
+            failed = [r for r in rows if r["status"] == "failed"]
+            if failed:
+                status = "Failed"
+                error = "; ".join(f"{r['kind']} {r['idx']}: {r['error']}" for r in failed)
+                error = f"{len(failed)} of {len(rows)} assets failed: {error}"
+            else:
+                status, error = "Completed", None
+            db.conn.execute(
+                "UPDATE generations SET status = ?, error = ?, generated_at = ?, updated_at = ?, worker_pid = NULL "
+                "WHERE id = ?",
+                (status, error, now_s, now_s, gen_id),
+            )
+            return status
+
+    def reopen_generation(self, gen_id: str, *, worker_pid: int | None = None, now: datetime | None = None) -> list[dict]:
+        """Put every asset that is not done back in the queue; return those assets."""
+        now_s = iso(now or utcnow())
+        with self.transaction() as db:
+            db.conn.execute(
+                "UPDATE assets SET status = 'queued', updated_at = ? WHERE generation_id = ? AND status != 'done'",
+                (now_s, gen_id),
+            )
+            db.conn.execute(
+                "UPDATE generations SET status = 'Processing', error = NULL, generated_at = NULL, updated_at = ?, "
+                "worker_pid = ? WHERE id = ?",
+                (now_s, worker_pid, gen_id),
+            )
+            return [dict(r) for r in db.conn.execute(
+                "SELECT * FROM assets WHERE generation_id = ? AND status = 'queued' ORDER BY kind = 'video', idx",
+                (gen_id,),
+            )]
+
+    def set_generation_fields(self, gen_id: str, **fields) -> None:
+        if not fields:
+            return
+        fields["updated_at"] = iso(utcnow())
+        with self.transaction() as db:
+            sets = ", ".join(f"{k} = ?" for k in fields)
+            db.conn.execute(f"UPDATE generations SET {sets} WHERE id = ?", [*fields.values(), gen_id])
+
+    # -- events ----------------------------------------------------------------
+    def log_event(self, kind: str, *, now: datetime | None = None, **fields) -> int:
+        row = {"at": iso(now or utcnow()), "kind": kind}
+        row.update({k: v for k, v in fields.items() if v is not None})
+        if "ok" in row:
+            row["ok"] = 1 if row["ok"] else 0
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self.transaction() as db:
+            cur = db.conn.execute(f"INSERT INTO events ({cols}) VALUES ({marks})", list(row.values()))
+            return cur.lastrowid
+
+    def list_events(self, *, user_id: str | None = None, kind: str | None = None, limit: int = 100) -> list[dict]:
+        where, params = [], []
+        if user_id is not None:
+            where.append("user_id = ?")
+            params.append(user_id)
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind)
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        return self.query(f"SELECT * FROM events {clause} ORDER BY at DESC, id DESC LIMIT ?", params + [limit])
+
+
+def decode_generation(row: dict) -> dict:
+    g = dict(row)
+    for key in ("video_paths", "image_paths", "notify_via"):
+        if isinstance(g.get(key), str):
+            try:
+                g[key] = json.loads(g[key])
+            except ValueError:
+                g[key] = []
+        elif g.get(key) is None and key != "notify_via":
+            g[key] = []
+    if isinstance(g.get("options"), str):
+        try:
+            g["options"] = json.loads(g["options"])
+        except ValueError:
+            g["options"] = {}
+    return g

@@ -1,0 +1,134 @@
+"""Named, add-only schema migrations, applied when the store is opened.
+
+A migration is never edited once released: a change of schema is a new
+function appended here. sqlite-utils' ``Migrations`` records each applied name
+in ``_sqlite_migrations`` and runs each one in a transaction.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("aigen")
+
+
+@migrations(name="0001_initial")
+def m0001_initial(db):
+    db["users"].create(
+        {
+            "user_id": str,
+            "email": str,
+            "created_at": str,
+            "last_login_at": str,
+        },
+        pk="user_id",
+        if_not_exists=True,
+    )
+    db["generations"].create(
+        {
+            "id": str,
+            "user_id": str,
+            "prompt": str,
+            "status": str,
+            "video_paths": str,  # JSON list of paths relative to the home
+            "image_paths": str,  # JSON list of paths relative to the home
+            "created_at": str,
+            "updated_at": str,
+            "generated_at": str,
+            "image_provider": str,
+            "video_provider": str,
+            "image_model": str,
+            "video_model": str,
+            "image_count": int,
+            "video_count": int,
+            "seed": int,
+            "options": str,  # JSON: sizes, duration, fps and provider options
+            "notify_at": str,
+            "notify_via": str,  # JSON list of channels
+            "notify_email": str,
+            "notified_at": str,
+            "notify_status": str,
+            "notify_error": str,
+            "error": str,
+        },
+        pk="id",
+        not_null={"user_id", "prompt", "status", "created_at"},
+        defaults={"video_paths": "[]", "image_paths": "[]"},
+        if_not_exists=True,
+    )
+    db["assets"].create(
+        {
+            "id": int,
+            "generation_id": str,
+            "kind": str,  # "image" | "video"
+            "idx": int,  # 1-based index within its kind
+            "provider": str,
+            "model": str,
+            "seed": int,
+            "width": int,
+            "height": int,
+            "duration": float,
+            "fps": int,
+            "provider_job_id": str,
+            "status": str,  # queued | running | done | failed
+            "path": str,
+            "poster_path": str,
+            "bytes": int,
+            "sha256": str,
+            "attempts": int,
+            "error": str,
+            "error_code": str,
+            "cost": float,
+            "created_at": str,
+            "started_at": str,
+            "finished_at": str,
+            "updated_at": str,
+        },
+        pk="id",
+        foreign_keys=[("generation_id", "generations", "id")],
+        not_null={"generation_id", "kind", "idx", "status"},
+        defaults={"attempts": 0},
+        if_not_exists=True,
+    )
+    db["events"].create(
+        {
+            "id": int,
+            "at": str,
+            "kind": str,
+            "user_id": str,
+            "ok": int,
+            "reason": str,
+            "address": str,
+            "user_agent": str,
+            "session_id": str,
+            "generation_id": str,
+            "asset_id": int,
+            "detail": str,
+        },
+        pk="id",
+        not_null={"at", "kind"},
+        if_not_exists=True,
+    )
+    db["assets"].create_index(["generation_id", "kind", "idx"], unique=True, if_not_exists=True)
+    # aigen status --user X / the gallery: newest first per user
+    db["generations"].create_index(["user_id", "created_at"], if_not_exists=True)
+    # aigen status (all users): newest first
+    db["generations"].create_index(["created_at"], if_not_exists=True)
+    # the notify daemon and "what is processing"
+    db["generations"].create_index(["status", "notify_at"], if_not_exists=True)
+    db["events"].create_index(["user_id", "at"], if_not_exists=True)
+    db["events"].create_index(["kind", "at"], if_not_exists=True)
+
+
+@migrations(name="0002_run_tracking")
+def m0002_run_tracking(db):
+    # Added after 0001 shipped: detached runs write a log file, and the status
+    # view shows how far a running asset has got.
+    gens = db["generations"]
+    if "log_path" not in gens.columns_dict:
+        gens.add_column("log_path", str)
+    if "worker_pid" not in gens.columns_dict:
+        gens.add_column("worker_pid", int)
+    assets = db["assets"]
+    if "progress" not in assets.columns_dict:
+        assets.add_column("progress", float)
