@@ -20,7 +20,8 @@ def test_blank_database_gets_every_table_index_and_wal(tmp_path):
     store = Store(tmp_path / "aigen.db")
     db = store.db
     assert {"users", "generations", "assets", "events"} <= set(db.table_names())
-    assert store.applied_migrations() == ["0001_initial", "0002_run_tracking"]
+    assert store.applied_migrations()[:2] == ["0001_initial", "0002_run_tracking"]
+    assert store.applied_migrations() == [m.name for m in migrations._migrations]
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA busy_timeout").fetchone()[0] >= 10000
     cols = db["generations"].columns_dict
@@ -44,7 +45,7 @@ def test_older_schema_is_migrated_and_keeps_its_data(tmp_path):
     old.close()
 
     store = Store(path)
-    assert store.applied_migrations() == ["0001_initial", "0002_run_tracking"]
+    assert store.applied_migrations() == [m.name for m in migrations._migrations]
     assert "log_path" in store.db["generations"].columns_dict
     assert "progress" in store.db["assets"].columns_dict
     gen = store.get_generation("abcdef123456")

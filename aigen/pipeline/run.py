@@ -1,0 +1,436 @@
+"""Run the assets of one generation in threads and move its status.
+
+Each provider gets its own ThreadPoolExecutor sized to its concurrency cap
+and shared by every run in the process, so a slow provider never starves a
+fast one, no worker idles on a semaphore, and the cap holds however many
+generations run at once. A generation is run by one process at a time: an exclusive lock
+file is held for the run, which the OS releases even on SIGKILL, so a killed
+run can be resumed at once by `aigen retry`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from aigen.config import Home
+from aigen.errors import AigenError, Busy, MediaCheckError, ProviderError
+from aigen.pipeline.files import place, remove_stale_parts, sha256_file, temp_path_for
+from aigen.providers.base import AssetOutput, AssetRequest, Provider, get_provider
+from aigen.store import Store
+
+log = logging.getLogger("aigen.pipeline")
+
+# listener(asset_row, state, fraction, error) with state in queued|running|done|failed
+Listener = Callable[[dict, str, "float | None", "str | None"], None]
+
+
+class Cancelled(AigenError):
+    code = "cancelled"
+
+
+@dataclass
+class RunResult:
+    generation: dict
+    assets: list[dict]
+
+    @property
+    def ok(self) -> bool:
+        return self.generation["status"] == "Completed"
+
+
+def generation_dir(home: Home, gen: dict) -> Path:
+    return home.content_dir / gen["user_id"] / gen["id"]
+
+
+@contextlib.contextmanager
+def run_lock(home: Home, gen_id: str) -> Iterator[None]:
+    lock_dir = home.path / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    path = lock_dir / f"{gen_id}.lock"
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    fh = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            pid = fh.read().strip() or "?"
+            raise Busy(
+                f"generation {gen_id} is being processed by another aigen process (pid {pid})",
+                hint="wait for it to finish, or stop that process and run `aigen retry` again",
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+def is_running(home: Home, gen_id: str) -> bool:
+    """True when some process holds the run lock of this generation."""
+    path = home.path / "locks" / f"{gen_id}.lock"
+    if not path.exists():
+        return False
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        return True
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return False
+
+
+# One pool per provider for the whole process, sized to the provider's cap: several
+# generations run at once (the gallery's tests, a benchmark, a future server mode)
+# share it, so a provider never sees more concurrent calls than its cap allows.
+_POOLS: dict[str, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def provider_pool(name: str, cap: int) -> ThreadPoolExecutor:
+    cap = max(1, int(cap))
+    with _POOLS_LOCK:
+        pool = _POOLS.get(name)
+        if pool is None or pool._max_workers != cap:
+            # A changed cap (tests swap providers) gets a fresh pool; the old
+            # one finishes its queued work and its idle threads exit.
+            if pool is not None:
+                pool.shutdown(wait=False)
+            pool = ThreadPoolExecutor(max_workers=cap, thread_name_prefix=f"aigen-{name}")
+            _POOLS[name] = pool
+        return pool
+
+
+class _AssetReporter:
+    """What a provider sees of the pipeline: save a job id, report progress, notice a stop."""
+
+    def __init__(self, runner: "Runner", asset: dict):
+        self.runner = runner
+        self.asset = asset
+        self._last_saved = 0.0
+
+    def save_job_id(self, job_id: str) -> None:
+        self.runner.store.save_job_id(self.asset["id"], job_id)
+        self.asset["provider_job_id"] = job_id
+
+    def progress(self, fraction: float) -> None:
+        fraction = max(0.0, min(1.0, float(fraction)))
+        self.runner._emit(self.asset, "running", fraction, None)
+        # Throttle database writes: progress is for display, not for recovery.
+        if fraction - self._last_saved >= 0.25 or fraction >= 1.0:
+            self._last_saved = fraction
+            try:
+                self.runner.store.set_progress(self.asset["id"], fraction)
+            except Exception:  # display only; never fail an asset over it
+                log.debug("could not save progress", exc_info=True)
+
+    def should_stop(self) -> bool:
+        return self.runner.stop.is_set()
+
+    def check_stop(self) -> None:
+        if self.runner.stop.is_set():
+            raise Cancelled("stopped before this asset finished")
+
+
+class SourceImages:
+    """--video-from-images: each video waits for the image it animates (video i uses image ((i-1) % n)+1).
+
+    Images settle as they finish (done: their path; otherwise: why not). A video
+    blocks on its image's event in short waits, so a stop is still noticed.
+    Images are queued before videos, so even when one provider (one pool) makes
+    both, every image has started before any video can wait: no deadlock.
+    """
+
+    def __init__(self, home: Home, assets: list[dict], image_count: int):
+        self.home = home
+        self.count = image_count
+        self._events = {i: threading.Event() for i in range(1, image_count + 1)}
+        self._results: dict[int, tuple[Path | None, str | None]] = {}
+        for a in assets:
+            if a["kind"] == "image" and a["status"] == "done" and a.get("path"):
+                self.settle(a)
+
+    def source_index(self, video_idx: int) -> int:
+        return (video_idx - 1) % self.count + 1
+
+    def settle(self, image: dict) -> None:
+        idx = image["idx"]
+        if image.get("status") == "done" and image.get("path"):
+            self._results[idx] = (self.home.path / image["path"], None)
+        else:
+            self._results[idx] = (None, image.get("error") or "it was not made")
+        if idx in self._events:
+            self._events[idx].set()
+
+    def ready(self, video_idx: int) -> tuple[int, Path] | None:
+        """The source image if it is already made, without waiting."""
+        idx = self.source_index(video_idx)
+        path, _ = self._results.get(idx, (None, None))
+        return (idx, path) if path is not None else None
+
+    def wait(self, video_idx: int, stop: threading.Event) -> tuple[int, Path]:
+        idx = self.source_index(video_idx)
+        event = self._events[idx]
+        while not event.wait(0.2):
+            if stop.is_set():
+                raise Cancelled("stopped while waiting for the source image")
+        path, error = self._results[idx]
+        if path is None and stop.is_set():
+            raise Cancelled("stopped before the source image was made")
+        if path is None:
+            raise ProviderError(f"source image {idx} failed: {error}", provider_code="source_image_failed")
+        return idx, path
+
+
+class Runner:
+    def __init__(
+        self,
+        store: Store,
+        home: Home,
+        *,
+        listener: Listener | None = None,
+        env: dict | None = None,
+        providers: dict[str, Provider] | None = None,
+    ):
+        self.store = store
+        self.home = home
+        self.listener = listener
+        self.env = env
+        self.providers: dict[str, Provider] = dict(providers or {})
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self.sources: SourceImages | None = None
+
+    def _emit(self, asset: dict, state: str, fraction: float | None, error: str | None) -> None:
+        if self.listener is not None:
+            try:
+                self.listener(asset, state, fraction, error)
+            except Exception:  # a display bug must not fail the work
+                log.debug("listener failed", exc_info=True)
+
+    def provider(self, name: str) -> Provider:
+        with self._lock:
+            if name not in self.providers:
+                self.providers[name] = get_provider(name, env=self.env, home=self.home.path)
+            return self.providers[name]
+
+    # -- one generation -------------------------------------------------------
+    def run(self, gen_id: str) -> RunResult:
+        with run_lock(self.home, gen_id):
+            gen = self.store.get_generation(gen_id)
+            todo = self.store.reopen_generation(gen_id, worker_pid=os.getpid())
+            directory = generation_dir(self.home, gen)
+            directory.mkdir(parents=True, exist_ok=True)
+            remove_stale_parts(directory)
+            for asset in self.store.assets(gen_id):
+                if asset["status"] == "done":
+                    self._emit(asset, "done", 1.0, None)
+            for asset in todo:
+                self._emit(asset, "queued", 0.0, None)
+            options = gen.get("options") or {}
+            self.sources = None
+            if options.get("video_from_images") and gen.get("image_count"):
+                self.sources = SourceImages(self.home, self.store.assets(gen_id), int(gen["image_count"]))
+            self._run_assets(gen, todo, directory)
+            if not self.stop.is_set():
+                self.store.finalize_generation(gen_id)
+            return RunResult(self.store.get_generation(gen_id), self.store.assets(gen_id))
+
+    def _run_assets(self, gen: dict, todo: list[dict], directory: Path) -> None:
+        futures: set[Future] = set()
+        try:
+            for asset in todo:
+                pool = provider_pool(asset["provider"], self.provider(asset["provider"]).concurrency)
+                futures.add(pool.submit(self._run_one, gen, asset, directory))
+            pending = futures
+            while pending:
+                # A timeout keeps the main thread responsive to Ctrl-C.
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for f in done:
+                    f.result()  # _run_one never raises; this surfaces bugs loudly
+        except KeyboardInterrupt:
+            self.stop.set()
+            for f in futures:
+                f.cancel()
+            raise
+
+    def _run_one(self, gen: dict, asset: dict, directory: Path) -> None:
+        try:
+            self._run_one_inner(gen, asset, directory)
+        finally:
+            if self.sources is not None and asset["kind"] == "image":
+                # Always settle, or the videos made from this image would wait forever.
+                try:
+                    row = self.store.get_asset(asset["id"]) or asset
+                except Exception:
+                    log.warning("could not read image %s after its run", asset["idx"], exc_info=True)
+                    row = {**asset, "status": "failed", "error": "its state could not be read back"}
+                self.sources.settle(row)
+
+    def _run_one_inner(self, gen: dict, asset: dict, directory: Path) -> None:
+        if self.stop.is_set():
+            return
+        try:
+            self._make(gen, asset, directory)
+        except Cancelled:
+            # Left queued: the next `aigen retry` picks it up (an async job id, if
+            # any, is already saved, so it will be polled, not paid for again).
+            self.store.requeue_asset(asset["id"])
+            self._emit(asset, "queued", None, "stopped")
+        except ProviderError as e:
+            self.store.fail_asset(asset["id"], e.message, code=e.provider_code or e.code)
+            self._emit(asset, "failed", None, e.message)
+        except MediaCheckError as e:
+            msg = f"the file received is not valid: {e.message}"
+            self.store.fail_asset(asset["id"], msg, code=e.code)
+            self._emit(asset, "failed", None, msg)
+        except AigenError as e:
+            self.store.fail_asset(asset["id"], e.message, code=e.code)
+            self._emit(asset, "failed", None, e.message)
+        except Exception as e:  # a bug or an unexpected library error: record it, keep going
+            log.exception("asset %s failed unexpectedly", asset["id"])
+            msg = f"internal error: {type(e).__name__}: {e}"
+            self.store.fail_asset(asset["id"], msg, code="internal")
+            self._emit(asset, "failed", None, msg)
+
+    def _final_candidates(self, asset: dict, directory: Path) -> list[Path]:
+        stem = f"{asset['kind']}_{asset['idx']}"
+        exts = ("mp4",) if asset["kind"] == "video" else ("png", "jpg")
+        return [directory / f"{stem}.{ext}" for ext in exts]
+
+    def _make(self, gen: dict, asset: dict, directory: Path) -> None:
+        # A run killed between the rename and the database update left a
+        # complete, checked file at the final path: keep it rather than pay again.
+        for final in self._final_candidates(asset, directory):
+            if final.exists():
+                try:
+                    info = self._check(asset, final, exact=asset["provider"] == "local")
+                except MediaCheckError:
+                    final.unlink(missing_ok=True)
+                    continue
+                self._keep(gen, asset, final, info)
+                return
+
+        extra: dict = {}
+        if self.sources is not None and asset["kind"] == "video":
+            if asset.get("provider_job_id"):
+                # Its job was created from the image in an earlier run, so the image
+                # is done: no waiting; the path still matters if the provider must
+                # replace a job that failed.
+                found = self.sources.ready(asset["idx"])
+            else:
+                found = self.sources.wait(asset["idx"], self.stop)
+            if found is not None:
+                extra = {"source_image": str(found[1]), "source_image_index": found[0]}
+
+        self.store.start_asset(asset["id"])
+        self._emit(asset, "running", 0.0, None)
+        provider = self.provider(asset["provider"])
+        req = AssetRequest(
+            kind=asset["kind"],
+            prompt=gen["prompt"],
+            index=asset["idx"],
+            seed=asset["seed"],
+            width=asset["width"],
+            height=asset["height"],
+            generation_id=gen["id"],
+            model=asset["model"],
+            duration=asset["duration"],
+            fps=asset["fps"] or 24,
+            provider_job_id=asset.get("provider_job_id"),
+            options={**(gen.get("options") or {}), "directory": str(directory), **extra},
+        )
+        stem = f"{asset['kind']}_{asset['idx']}"
+        tmp = temp_path_for(directory / stem)
+        try:
+            out: AssetOutput = provider.generate(req, tmp, _AssetReporter(self, asset))
+            ext = {"png": "png", "jpeg": "jpg", "jpg": "jpg", "mp4": "mp4"}.get(out.format)
+            if ext is None:
+                raise MediaCheckError(f"unsupported format {out.format!r} from {provider.name}")
+            info = self._check(asset, tmp, exact=out.exact_size)
+            final = directory / f"{stem}.{ext}"
+            place(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        if out.model:
+            info["model"] = out.model
+        if out.cost is not None:
+            info["cost"] = out.cost
+        self._keep(gen, asset, final, info)
+
+    def _check(self, asset: dict, path: Path, *, exact: bool) -> dict:
+        from aigen.media import probe
+
+        if asset["kind"] == "image":
+            im = probe.probe_image(path)
+            if im.format not in ("png", "jpeg"):
+                raise MediaCheckError(f"expected a PNG or JPEG image, got {im.format}")
+            if exact and (im.width, im.height) != (asset["width"], asset["height"]):
+                raise MediaCheckError(
+                    f"image is {im.width}x{im.height}, expected {asset['width']}x{asset['height']}"
+                )
+            return {"width": im.width, "height": im.height}
+        if exact:
+            vi = probe.check_video(
+                path, width=asset["width"], height=asset["height"], duration=asset["duration"]
+            )
+        else:
+            vi = probe.check_video(path)
+        return {"width": vi.width, "height": vi.height, "duration": round(vi.duration, 3), "fps": round(vi.fps)}
+
+    def _keep(self, gen: dict, asset: dict, final: Path, info: dict) -> None:
+        rel = final.relative_to(self.home.path).as_posix()
+        info = dict(info, path=rel, bytes=final.stat().st_size, sha256=sha256_file(final))
+        if asset["kind"] == "video":
+            info["poster_path"] = self._poster(final)
+        self.store.complete_asset(asset["id"], info)
+        asset.update(info, status="done")
+        self._emit(asset, "done", 1.0, None)
+
+    def _poster(self, video: Path) -> str | None:
+        """A poster frame for the gallery's <video poster>; a failure here is not fatal."""
+        from aigen.media.probe import make_poster
+
+        poster = video.with_name(video.stem + ".poster.jpg")
+        tmp = temp_path_for(poster)
+        try:
+            make_poster(video, tmp)
+            place(tmp, poster)
+            return poster.relative_to(self.home.path).as_posix()
+        except Exception:
+            log.warning("could not make a poster for %s", video, exc_info=True)
+            return None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def run_generation(store: Store, home: Home, gen_id: str, **kw) -> RunResult:
+    return Runner(store, home, **kw).run(gen_id)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll a condition (used by tests and the detach path); returns whether it came true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

@@ -1,0 +1,1 @@
+"""Fake providers and fake vendor servers used by the tests."""

@@ -1,0 +1,97 @@
+"""Small in-process providers for pipeline tests.
+
+They are real Provider subclasses, made available to subprocesses through
+AIGEN_PROVIDER_PLUGINS, and they record every call in a file named by
+AIGEN_TEST_CALLS so a test can prove that done work was not redone.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from aigen.errors import ProviderError, Refused
+from aigen.providers.base import AssetOutput, AssetRequest, Provider, Reporter
+
+
+def _record(req: AssetRequest) -> None:
+    path = os.environ.get("AIGEN_TEST_CALLS")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(f"{req.generation_id} {req.kind} {req.index}\n")
+
+
+def tiny_png(path: Path, width: int, height: int, seed: int) -> None:
+    from PIL import Image
+
+    colour = ((seed * 37) % 256, (seed * 91) % 256, (seed * 53) % 256)
+    Image.new("RGB", (width, height), colour).save(path, format="PNG")
+
+
+class FlakyProvider(Provider):
+    """Images whose index is listed in AIGEN_TEST_FAIL (e.g. "2,4") fail; the rest succeed."""
+
+    name = "flaky"
+    kinds = frozenset({"image", "video"})
+    description = "test provider"
+    default_models = {"image": "flaky-1", "video": "flaky-1"}
+    concurrency = 3
+
+    def generate(self, req: AssetRequest, dest: Path, reporter: Reporter) -> AssetOutput:
+        _record(req)
+        failing = {int(x) for x in os.environ.get("AIGEN_TEST_FAIL", "").split(",") if x.strip()}
+        refusing = {int(x) for x in os.environ.get("AIGEN_TEST_REFUSE", "").split(",") if x.strip()}
+        if req.index in refusing:
+            raise Refused(self.name, "the prompt was flagged by moderation")
+        if req.index in failing:
+            raise ProviderError(f"flaky: server error 500 for {req.kind} {req.index}", provider=self.name,
+                                provider_code="http_500", status=500)
+        if req.kind == "video":
+            from aigen.media.video import render_video
+
+            render_video(req.prompt, req.seed, req.index, req.width, req.height, req.duration or 1, req.fps, dest)
+            return AssetOutput(format="mp4", model="flaky-1", exact_size=True)
+        tiny_png(dest, req.width, req.height, req.seed)
+        return AssetOutput(format="png", model="flaky-1", exact_size=True)
+
+
+class SlowProvider(Provider):
+    """One image at a time, each taking AIGEN_TEST_DELAY seconds: gives a test time to kill the run."""
+
+    name = "slow"
+    kinds = frozenset({"image"})
+    description = "test provider"
+    default_models = {"image": "slow-1"}
+    concurrency = 1
+
+    def generate(self, req: AssetRequest, dest: Path, reporter: Reporter) -> AssetOutput:
+        _record(req)
+        # Write half a file first, so a kill mid-asset leaves a real partial file behind.
+        with open(dest, "wb") as fh:
+            fh.write(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
+            fh.flush()
+            time.sleep(float(os.environ.get("AIGEN_TEST_DELAY", "0.5")))
+        tiny_png(dest, req.width, req.height, req.seed)
+        return AssetOutput(format="png", model="slow-1", exact_size=True)
+
+
+class GarbageProvider(Provider):
+    """Returns bytes that are not an image: the pipeline must refuse to keep them."""
+
+    name = "garbage"
+    kinds = frozenset({"image", "video"})
+    description = "test provider"
+    default_models = {"image": "garbage-1", "video": "garbage-1"}
+    concurrency = 2
+
+    def generate(self, req: AssetRequest, dest: Path, reporter: Reporter) -> AssetOutput:
+        _record(req)
+        dest.write_bytes(b"<html>not an image</html>")
+        return AssetOutput(format="png" if req.kind == "image" else "mp4")
+
+
+PLUGINS = ",".join(
+    f"{n}=fakes.testproviders:{c}" for n, c in
+    [("flaky", "FlakyProvider"), ("slow", "SlowProvider"), ("garbage", "GarbageProvider")]
+)
