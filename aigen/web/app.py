@@ -1,0 +1,682 @@
+"""The gallery as a WSGI app: `make_app(settings)` returns an explicit Bottle app.
+
+Routes (no route builds a file path from the URL: media is looked up by
+asset id in the database and checked against the logged-in user):
+
+    GET  /                         the gallery of the logged-in user, newest first (?page=N)
+    GET  /login  POST /login       log in with a user_id (and an access code off loopback)
+    POST /logout
+    GET  /login/link/<token>       a signed magic link: log in, land on one generation
+    GET  /g/<id>                   one generation
+    GET  /g/<id>/section           its section alone, for the page's live refresh
+    GET  /media/<asset_id>         the file (Range, ETag); ?download=1 to save it
+    GET  /media/<asset_id>/poster  the poster frame of a video
+    GET  /api/generations[?page=N], /api/generations/<id>, /api/generations/<id>/status
+    GET  /static/<name>            style.css, gallery.js, favicon.svg (a fixed list)
+
+Every login attempt and every view is written to the `events` table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Callable
+
+import bottle
+from bottle import Bottle, HTTPError, HTTPResponse, SimpleTemplate, request, response
+
+from aigen.config import Home, validate_user_id
+from aigen.errors import BadInput
+from aigen.store import Store
+from aigen.store.core import iso, utcnow
+from aigen.web import access, links, views
+from aigen.web.auth import (
+    FORWARDED_HEADERS,
+    VIA_CODE,
+    VIA_ID,
+    VIA_LINK,
+    LoginLimiter,
+    Session,
+    SessionCodec,
+    ViewDedupe,
+    host_name,
+    is_loopback_host,
+    url_host,
+)
+from aigen.web.media import file_response, resolve_in_home, safe_download_name
+
+log = logging.getLogger("aigen.web")
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+TEMPLATE_DIR = PACKAGE_DIR / "templates"
+STATIC_DIR = PACKAGE_DIR / "static"
+# The only files /static serves: a fixed list, never a path taken from the URL.
+STATIC_FILES = {
+    "style.css": "text/css; charset=utf-8",
+    "gallery.js": "text/javascript; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
+COOKIE = "aigen_session"
+GEN_ID = r"[0-9a-f]{4,32}"
+_GEN_ID_RE = re.compile(GEN_ID)
+_NEXT_RE = re.compile(r"^/(g/[0-9a-f]{4,32})?$")
+UA_MAX = 400
+
+CSP = "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+# A file opened on its own is shown in the browser's built-in viewer, which
+# styles itself inline; no markup of ours (or of any user) is in that page.
+MEDIA_CSP = CSP + "; style-src 'self' 'unsafe-inline'"
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", CSP),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "same-origin"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+)
+
+
+@dataclass
+class WebSettings:
+    home: Home
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Base URL for links the gallery prints; AIGEN_PUBLIC_URL wins when set.
+    public_url: str | None = None
+    page_size: int = 10
+    session_ttl: timedelta = timedelta(hours=24)
+    login_limit: int = 10
+    login_window_s: float = 60.0
+    # How often a page with work in progress asks whether it is done.
+    poll_ms: int = 3000
+    clock: Callable[[], datetime] = utcnow
+    monotonic: Callable[[], float] = time.monotonic
+    store: Store | None = field(default=None, repr=False)
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback_host(self.host)
+
+
+class GalleryApp(Bottle):
+    """A Bottle app whose every response, errors included, carries the security headers.
+
+    They are added at the WSGI boundary rather than in an after_request hook,
+    because Bottle builds the response of an unhandled exception after the
+    hooks have run.
+    """
+
+    def wsgi(self, environ, start_response):
+        def start(status, headers, exc_info=None):
+            present = {k.lower() for k, _ in headers}
+            extra = [(k, v) for k, v in SECURITY_HEADERS if k.lower() not in present]
+            if "cache-control" not in present:
+                # Pages are personal: never cached by anyone.
+                extra.append(("Cache-Control", "no-store"))
+            return start_response(status, headers + extra, exc_info)
+
+        return super().wsgi(environ, start)
+
+
+class Templates:
+    """SimpleTemplate files from the package directory, found through an explicit lookup path.
+
+    `{{value}}` escapes HTML; the templates never use `{{!value}}` on data,
+    only on `base`, the already-rendered (and already escaped) page body.
+    """
+
+    def __init__(self, directory: Path = TEMPLATE_DIR):
+        self.lookup = [str(directory)]
+        self._cache: dict[str, SimpleTemplate] = {}
+
+    def render(self, name: str, **kw) -> str:
+        tpl = self._cache.get(name)
+        if tpl is None:
+            tpl = SimpleTemplate(name=name, lookup=self.lookup)
+            self._cache[name] = tpl
+        return tpl.render(**kw)
+
+
+class Gallery:
+    def __init__(self, settings: WebSettings):
+        self.settings = settings
+        self.home = settings.home
+        self.home.ensure()
+        self.store = settings.store or Store(self.home.db_path)
+        self.codec = SessionCodec(links.secret_key(self.home), settings.clock)
+        self.limiter = LoginLimiter(settings.login_limit, settings.login_window_s, settings.monotonic)
+        self.dedupe = ViewDedupe()
+        self.templates = Templates()
+        self.static = {}
+        for name in STATIC_FILES:
+            data = (STATIC_DIR / name).read_bytes()
+            self.static[name] = (data, '"' + hashlib.sha256(data).hexdigest()[:24] + '"')
+        self.allowed_hosts = {"localhost", "127.0.0.1", "::1", settings.host.lower().strip("[]")}
+        for url in (settings.public_url, links.public_base_url(settings.public_url)):
+            h = url_host(url)
+            if h:
+                self.allowed_hosts.add(h)
+
+    # -- request facts -------------------------------------------------------
+    @staticmethod
+    def address() -> str:
+        # REMOTE_ADDR, never X-Forwarded-For: a client can write that header,
+        # and the login limiter must not be dodged by changing it.
+        return request.environ.get("REMOTE_ADDR") or "unknown"
+
+    @staticmethod
+    def user_agent() -> str:
+        return (request.environ.get("HTTP_USER_AGENT") or "")[:UA_MAX]
+
+    def id_only_allowed(self) -> bool:
+        """May a user_id alone log in? Only on a loopback server, to a local, unproxied client."""
+        env = request.environ
+        if not self.settings.loopback:
+            return False
+        if any(env.get(h) for h in FORWARDED_HEADERS):
+            return False
+        return is_loopback_host(env.get("REMOTE_ADDR", ""))
+
+    def check_host(self) -> None:
+        # A loopback server answers only to loopback names (and the public
+        # URL's host): a page on another site that rebinds its DNS name to
+        # 127.0.0.1 must not be able to log in by user_id and read the gallery.
+        if not self.settings.loopback:
+            return
+        name = host_name(request.environ.get("HTTP_HOST") or "")
+        if not name or name in self.allowed_hosts or is_loopback_host(name):
+            return
+        raise HTTPError(400, "This gallery only answers to its own address (Host header not allowed).")
+
+    # -- sessions --------------------------------------------------------------
+    def session(self) -> Session | None:
+        env = request.environ
+        if "aigen.session" not in env:
+            env["aigen.session"] = self.codec.loads(request.get_cookie(COOKIE))
+        return env["aigen.session"]
+
+    def set_session(self, s: Session) -> None:
+        request.environ["aigen.session"] = s
+        response.set_cookie(
+            COOKIE,
+            self.codec.dumps(s),
+            path="/",
+            httponly=True,
+            samesite="lax",
+            secure=request.urlparts.scheme == "https",
+            max_age=max(0, s.exp - int(self.settings.clock().timestamp())),
+        )
+
+    def ensure_session(self) -> Session:
+        s = self.session()
+        if s is None:
+            s = self.codec.new(int(self.settings.session_ttl.total_seconds()))
+            self.set_session(s)
+        return s
+
+    def current_user(self) -> str | None:
+        s = self.session()
+        if s is None or not s.user_id:
+            return None
+        if self.id_only_allowed():
+            return s.user_id
+        # Off loopback a user_id alone is not enough, so a session opened that
+        # way does not count here; a code session ends when the code changes.
+        if s.via == VIA_ID:
+            return None
+        if s.via == VIA_CODE:
+            user = self.store.get_user(s.user_id)
+            if not user or not user.get("access_code_hash") or user.get("access_code_created_at") != s.code_at:
+                return None
+        return s.user_id
+
+    def basic_user(self, *, api: bool) -> str | None:
+        """HTTP Basic (user_id and access code) for scripts on /api and /media; None when not given."""
+        header = request.environ.get("HTTP_AUTHORIZATION") or ""
+        if not header.lower().startswith("basic "):
+            return None
+        self.refuse_if_limited(json_body=api)
+        parsed = bottle.parse_auth(header)
+        user_id, code = parsed if parsed else ("", "")
+        reason = self._credentials_problem(user_id, code or "")
+        if reason:
+            self.login_failed(reason, user_id, detail="basic auth")
+            raise self.http_error(401, "user_id or access code is wrong", api=api,
+                                  headers={"WWW-Authenticate": 'Basic realm="aigen"'} if api else None)
+        return user_id
+
+    def _credentials_problem(self, user_id: str, code: str) -> str | None:
+        try:
+            validate_user_id(user_id)
+        except BadInput:
+            return "invalid_user_id"
+        if self.id_only_allowed():
+            return None
+        if not code:
+            return "code_required"
+        user = self.store.get_user(user_id)
+        if not user or not user.get("access_code_hash"):
+            return "no_access_code"
+        if not access.check_code(code, user["access_code_hash"]):
+            return "bad_access_code"
+        return None
+
+    def require_user(self, *, next_path: str = "/") -> str:
+        user = self.current_user()
+        if user is None:
+            target = "/login" if next_path == "/" else f"/login?next={next_path}"
+            raise self.redirect(target)
+        return user
+
+    def api_user(self) -> str:
+        user = self.current_user() or self.basic_user(api=True)
+        if user is None:
+            raise self.http_error(401, "log in first (a session cookie, or HTTP Basic with user_id and access code)",
+                                  api=True, headers={"WWW-Authenticate": 'Basic realm="aigen"'})
+        return user
+
+    # -- responses -------------------------------------------------------------
+    @staticmethod
+    def redirect(path: str) -> HTTPResponse:
+        # A relative Location: never echo the request's Host header back.
+        res = response.copy(cls=HTTPResponse)
+        res.status = 303
+        res.body = ""
+        res.set_header("Location", path)
+        return res
+
+    @staticmethod
+    def http_error(status: int, message: str, *, api: bool = False, headers: dict | None = None) -> HTTPError:
+        err = HTTPError(status, message)
+        err.aigen_api = api  # also marks the message as ours, safe to show
+        for k, v in (headers or {}).items():
+            err.set_header(k, v)
+        return err
+
+    def json(self, data, status: int = 200) -> HTTPResponse:
+        body = json.dumps(data, ensure_ascii=False, indent=1)
+        res = response.copy(cls=HTTPResponse)
+        res.status = status
+        res.body = body.encode()
+        res.set_header("Content-Type", "application/json; charset=utf-8")
+        return res
+
+    def page(self, name: str, status: int = 200, **kw) -> str:
+        s = self.ensure_session()
+        response.status = status
+        response.set_header("Content-Type", "text/html; charset=utf-8")
+        kw.setdefault("user", self.current_user())
+        kw.setdefault("poll", False)
+        return self.templates.render(
+            name,
+            csrf=self.codec.csrf_token(s),
+            poll_ms=self.settings.poll_ms,
+            t=views.local_time,
+            took=views.took,
+            size=views.human_bytes,
+            **kw,
+        )
+
+    def error_page(self, err: HTTPError) -> str:
+        api = getattr(err, "aigen_api", False) or request.path.startswith("/api/")
+        own = isinstance(err.body, str) and err.body and getattr(err, "aigen_api", None) is not None
+        message = err.body if isinstance(err.body, str) and err.body else err.status_line
+        if err.status_code == 404 and not own:
+            # The same words for "does not exist" and "belongs to someone else".
+            message = "There is nothing here, or it is not yours."
+        elif err.status_code == 405:
+            message = "That method is not allowed here."
+        elif err.status_code >= 500:
+            message = "Something went wrong on the server; the details are in its log."
+        if api:
+            response.set_header("Content-Type", "application/json; charset=utf-8")
+            return json.dumps({"error": err.status_line, "message": message})
+        response.set_header("Content-Type", "text/html; charset=utf-8")
+        try:
+            user = self.current_user()
+        except Exception:  # the error page must render even if the store is the problem
+            user = None
+        return self.templates.render(
+            "error", title=err.status_line, message=message, status=err.status_code, user=user,
+            csrf=self.codec.csrf_token(self.session()) if user else "", poll=False,
+            poll_ms=self.settings.poll_ms,
+        )
+
+    # -- events ------------------------------------------------------------------
+    def event(self, kind: str, **fields) -> None:
+        if request.method == "HEAD" and kind.endswith("_view"):
+            return  # a HEAD shows nothing to anyone: not a view
+        s = self.session()
+        fields.setdefault("session_id", s.sid if s else None)
+        try:
+            self.store.log_event(kind, now=self.settings.clock(), address=self.address(),
+                                 user_agent=self.user_agent(), **fields)
+        except Exception:
+            # A view must not fail because the event could not be written, but
+            # the operator must hear about it.
+            log.exception("could not log event %s", kind)
+
+    def login_failed(self, reason: str, user_id: str | None, *, detail: str | None = None) -> None:
+        valid = None
+        try:
+            valid = validate_user_id(user_id or "")
+        except BadInput:
+            if user_id:
+                detail = f"{detail + '; ' if detail else ''}user_id given: {user_id[:80]!r}"
+        self.limiter.failure(self.address())
+        self.event("login_failed", ok=False, reason=reason, user_id=valid, detail=detail)
+
+    def refuse_if_limited(self, *, json_body: bool = False, user_id: str | None = None):
+        wait = self.limiter.blocked(self.address())
+        if not wait:
+            return
+        valid = None
+        try:
+            valid = validate_user_id(user_id or "")
+        except BadInput:
+            pass
+        # Still logged: a flood of refused attempts is exactly what to look for.
+        self.event("login_failed", ok=False, reason="rate_limited", user_id=valid)
+        retry = str(max(1, int(wait + 0.999)))
+        msg = f"Too many failed logins from your address: try again in {retry} s."
+        if json_body:
+            raise self.http_error(429, msg, api=True, headers={"Retry-After": retry})
+        res = self.login_response(msg, status=429, user_id=user_id or "")
+        res.set_header("Retry-After", retry)
+        raise res
+
+    def login_response(self, message: str | None, *, status: int, user_id: str = "", next_path: str = "/",
+                       notice: str | None = None) -> HTTPResponse:
+        body = self.page("login", status=status, message=message, notice=notice, user_id=user_id,
+                         next=next_path, require_code=not self.id_only_allowed(), user=None)
+        res = response.copy(cls=HTTPResponse)
+        res.body = body
+        return res
+
+    def log_asset_view(self, user_id: str, row: dict, purpose: str, rng: tuple[int, int] | None,
+                       via_basic: bool) -> None:
+        detail = f"{purpose} {row['kind']} {row['idx']}"
+        fields = dict(ok=True, user_id=user_id, generation_id=row["generation_id"], asset_id=row["id"],
+                      detail=detail)
+        if via_basic:
+            # No session to group by: count a fetch that starts at the
+            # beginning, not the later parts of a ranged download.
+            if rng is None or rng[0] == 0:
+                self.event("asset_view", session_id=None, **fields)
+            return
+        sid = self.session().sid
+        key = (sid, row["id"], detail)
+        with self.dedupe.lock:
+            if self.dedupe.seen(key):
+                return
+            logged = self.store.query_one(
+                "SELECT 1 FROM events WHERE session_id = ? AND asset_id = ? AND kind = 'asset_view' AND detail = ? "
+                "LIMIT 1", (sid, row["id"], detail))
+            if not logged:
+                self.event("asset_view", **fields)
+            self.dedupe.add(key)
+
+    # -- routes: login ------------------------------------------------------------
+    def safe_next(self, value: str | None) -> str:
+        value = value or "/"
+        return value if _NEXT_RE.match(value) else "/"
+
+    def login_form(self):
+        next_path = self.safe_next(request.query.get("next"))
+        if self.current_user():
+            raise self.redirect(next_path)
+        notice = "You are logged out." if request.query.get("bye") == "1" else None
+        return self.page("login", message=None, notice=notice, user_id="", next=next_path,
+                         require_code=not self.id_only_allowed(), user=None)
+
+    def login_post(self):
+        forms = request.forms
+        raw_id = (forms.getunicode("user_id") or "").strip()
+        code = forms.getunicode("access_code") or ""
+        next_path = self.safe_next(forms.getunicode("next"))
+        self.refuse_if_limited(user_id=raw_id)
+        s = self.session()
+        if not self.codec.check_csrf(s, forms.get("csrf_token")):
+            self.login_failed("csrf", raw_id)
+            return self.login_response(
+                "This form expired or did not come from this page. Please try again.",
+                status=403, user_id=raw_id, next_path=next_path)
+        if not raw_id:
+            self.login_failed("invalid_user_id", None, detail="empty")
+            return self.login_response("Enter your user_id.", status=400, next_path=next_path)
+        try:
+            user_id = validate_user_id(raw_id)
+        except BadInput as e:
+            self.login_failed("invalid_user_id", raw_id)
+            return self.login_response(e.message, status=400, user_id=raw_id, next_path=next_path)
+        via = VIA_ID if self.id_only_allowed() else VIA_CODE
+        reason = self._credentials_problem(user_id, code)
+        if reason == "code_required":
+            self.login_failed(reason, user_id)
+            return self.login_response(
+                "This gallery is reachable from other machines: enter your access code as well.",
+                status=401, user_id=user_id, next_path=next_path)
+        if reason:
+            # One message for "no such code" and "wrong code", so the form
+            # does not tell a stranger which user_ids exist.
+            self.login_failed(reason, user_id)
+            return self.login_response(
+                "That user_id and access code do not match. Get a code with "
+                "`aigen user code YOUR_ID` on the machine that runs the gallery.",
+                status=403, user_id=user_id, next_path=next_path)
+        code_at = None
+        if via == VIA_CODE:
+            code_at = self.store.get_user(user_id)["access_code_created_at"]
+        self.open_session(user_id, via, code_at=code_at)
+        self.event("login_ok", ok=True, user_id=user_id, detail=f"by {'access code' if code_at else 'user_id'}")
+        raise self.redirect(next_path)
+
+    def open_session(self, user_id: str, via: str, *, code_at: str | None = None) -> Session:
+        now = self.settings.clock()
+        self.store.ensure_user(user_id, now=now)
+        with self.store.transaction() as db:
+            db.conn.execute("UPDATE users SET last_login_at = ? WHERE user_id = ?", (iso(now), user_id))
+        # A new session id at login, so an id planted before it is worth nothing.
+        s = self.codec.new(int(self.settings.session_ttl.total_seconds()), user_id=user_id, via=via,
+                           login_at=int(now.timestamp()), code_at=code_at)
+        self.set_session(s)
+        return s
+
+    def logout(self):
+        s = self.session()
+        if not self.codec.check_csrf(s, request.forms.get("csrf_token")):
+            raise self.http_error(403, "This form expired or did not come from this page. Reload and try again.")
+        self.event("logout", ok=True, user_id=s.user_id if s else None)
+        self.set_session(self.codec.new(int(self.settings.session_ttl.total_seconds())))
+        raise self.redirect("/login?bye=1")
+
+    def magic_login(self, token: str):
+        self.refuse_if_limited()
+        data, reason = links.check_magic_token(self.home, token, now=self.settings.clock())
+        user_id = None
+        if data is not None:
+            try:
+                user_id = validate_user_id(data["user_id"])
+            except BadInput:
+                reason = "bad_link"
+        if user_id is None:
+            self.login_failed(reason if reason != "ok" else "bad_link", None, detail="magic link")
+            message = (
+                "This link has expired (links last 7 days). Log in below, or ask for a new link."
+                if reason == "expired_link"
+                else "This link is not valid: it may be cut short, or made for another gallery."
+            )
+            return self.login_response(message, status=403)
+        gen_id = data.get("generation_id")
+        target = "/"
+        if isinstance(gen_id, str) and _GEN_ID_RE.fullmatch(gen_id) and self.store.query_one(
+                "SELECT 1 FROM generations WHERE id = ? AND user_id = ?", (gen_id, user_id)):
+            target = f"/g/{gen_id}"
+        else:
+            gen_id = None
+        self.open_session(user_id, VIA_LINK)
+        self.event("magic_link_login", ok=True, user_id=user_id, generation_id=gen_id)
+        raise self.redirect(target)
+
+    # -- routes: pages ---------------------------------------------------------------
+    def _with_running(self, gens: list[dict]) -> None:
+        from aigen.pipeline.run import is_running
+
+        for g in gens:
+            if g["status"] == "Processing":
+                g["running"] = is_running(self.home, g["id"])
+
+    def gallery(self):
+        user = self.require_user()
+        try:
+            page_no = int(request.query.get("page") or 1)
+        except ValueError:
+            page_no = 1
+        pg = views.load_page(self.store, user, page_no, self.settings.page_size)
+        self._with_running(pg.generations)
+        self.event("gallery_view", ok=True, user_id=user, detail=f"page {pg.page} of {pg.pages}")
+        processing = any(g["status"] == "Processing" for g in pg.generations)
+        return self.page("gallery", pg=pg, user=user, poll=processing)
+
+    def generation(self, gen_id: str):
+        user = self.require_user(next_path=f"/g/{gen_id}")
+        g = views.load_generation(self.store, user, gen_id)
+        if g is None:
+            raise HTTPError(404)
+        self._with_running([g])
+        self.event("generation_view", ok=True, user_id=user, generation_id=gen_id)
+        return self.page("generation", g=g, user=user, poll=g["status"] == "Processing")
+
+    def section(self, gen_id: str):
+        user = self.current_user()
+        if user is None:
+            raise HTTPError(401, "Log in first.")
+        g = views.load_generation(self.store, user, gen_id)
+        if g is None:
+            raise HTTPError(404)
+        self._with_running([g])
+        # Part of a page already counted as a view: not an event of its own.
+        return self.page("section", g=g, full=False, eager=True)
+
+    # -- routes: API -------------------------------------------------------------------
+    def _base_url(self) -> str:
+        # Absolute URLs, so a script can fetch them as they are: the public
+        # URL when one is configured, else the address this request came to.
+        if self.settings.public_url:
+            return self.settings.public_url.rstrip("/")
+        parts = request.urlparts
+        return f"{parts.scheme}://{parts.netloc}"
+
+    def api_list(self):
+        user = self.api_user()
+        try:
+            page_no = int(request.query.get("page") or 1)
+        except ValueError:
+            raise self.http_error(400, f"invalid page {request.query.get('page')!r}: a whole number", api=True)
+        pg = views.load_page(self.store, user, page_no, self.settings.page_size)
+        self.event("api_view", ok=True, user_id=user, detail=f"list page {pg.page}")
+        return self.json({
+            "user_id": user,
+            "page": pg.page,
+            "pages": pg.pages,
+            "total": pg.total,
+            "counts": {k: pg.counts.get(k, 0) for k in ("Processing", "Completed", "Failed")},
+            "generations": [views.api_dict(g, self._base_url()) for g in pg.generations],
+        })
+
+    def api_generation(self, gen_id: str):
+        user = self.api_user()
+        g = views.load_generation(self.store, user, gen_id)
+        if g is None:
+            raise self.http_error(404, f"no generation {gen_id} of yours", api=True)
+        self.event("api_view", ok=True, user_id=user, generation_id=gen_id)
+        return self.json(views.api_dict(g, self._base_url()))
+
+    def api_status(self, gen_id: str):
+        user = self.api_user()
+        row = self.store.query_one(
+            "SELECT g.status, (SELECT count(*) FROM assets a WHERE a.generation_id = g.id) AS total, "
+            "(SELECT count(*) FROM assets a WHERE a.generation_id = g.id AND a.status = 'done') AS done "
+            "FROM generations g WHERE g.id = ? AND g.user_id = ?", (gen_id, user))
+        if row is None:
+            raise self.http_error(404, f"no generation {gen_id} of yours", api=True)
+        # Polled every few seconds while work runs: not logged as a view.
+        return self.json({"id": gen_id, "status": row["status"], "done": row["done"], "total": row["total"]})
+
+    # -- routes: files ---------------------------------------------------------------------
+    def media(self, asset_id: int, poster: bool = False):
+        user = self.current_user()
+        via_basic = False
+        if user is None:
+            user = self.basic_user(api=False)
+            via_basic = user is not None
+        if user is None:
+            raise HTTPError(401, "Log in first.")
+        row = self.store.query_one(
+            "SELECT a.id, a.kind, a.idx, a.status, a.path, a.poster_path, a.sha256, a.generation_id, g.user_id "
+            "FROM assets a JOIN generations g ON g.id = a.generation_id WHERE a.id = ?", (asset_id,))
+        # Another user's asset is answered exactly like a missing one.
+        if row is None or row["user_id"] != user or row["status"] != "done":
+            raise HTTPError(404)
+        rel = row["poster_path"] if poster else row["path"]
+        path = resolve_in_home(self.home.path, rel)
+        if path is None:
+            raise HTTPError(404)
+        download = request.query.get("download") == "1"
+        name = safe_download_name(f"{row['generation_id']}-{Path(rel).name}") if download else None
+        res, rng = file_response(path, request.environ, etag_seed=None if poster else row["sha256"],
+                                 download_name=name)
+        res.set_header("Content-Security-Policy", MEDIA_CSP)
+        if not poster and res.status_code in (200, 206, 304) and request.method != "HEAD":
+            self.log_asset_view(user, row, "download" if download else "view", rng, via_basic)
+        return res
+
+    def poster(self, asset_id: int):
+        return self.media(asset_id, poster=True)
+
+    def favicon(self):
+        # Browsers ask for /favicon.ico on pages without a <link rel=icon>,
+        # such as an image opened full size.
+        return self.static_file("favicon.svg")
+
+    def static_file(self, name: str):
+        if name not in STATIC_FILES:
+            raise HTTPError(404)
+        data, etag = self.static[name]
+        headers = {"Content-Type": STATIC_FILES[name], "ETag": etag, "Cache-Control": "no-cache"}
+        if request.environ.get("HTTP_IF_NONE_MATCH") == etag:
+            return HTTPResponse(status=304, headers=headers)
+        return HTTPResponse(body=data, headers=headers)
+
+
+def make_app(settings: WebSettings) -> Bottle:
+    """Build the gallery app for one home. Each call builds an independent app."""
+    g = Gallery(settings)
+    app = GalleryApp()
+    app.gallery = g
+    app.hook("before_request")(g.check_host)
+    app.route("/", "GET", g.gallery)
+    app.route("/login", "GET", g.login_form)
+    app.route("/login", "POST", g.login_post)
+    app.route("/logout", "POST", g.logout)
+    app.route("/login/link/<token>", "GET", g.magic_login)
+    app.route(f"/g/<gen_id:re:{GEN_ID}>", "GET", g.generation)
+    app.route(f"/g/<gen_id:re:{GEN_ID}>/section", "GET", g.section)
+    app.route("/api/generations", "GET", g.api_list)
+    app.route(f"/api/generations/<gen_id:re:{GEN_ID}>", "GET", g.api_generation)
+    app.route(f"/api/generations/<gen_id:re:{GEN_ID}>/status", "GET", g.api_status)
+    # HEAD is answered by the GET routes (Bottle falls back to them).
+    app.route("/media/<asset_id:int>", "GET", g.media)
+    app.route("/media/<asset_id:int>/poster", "GET", g.poster)
+    app.route("/static/<name>", "GET", g.static_file)
+    app.route("/favicon.ico", "GET", g.favicon)
+    for code in (400, 401, 403, 404, 405, 413, 429, 500):
+        app.error(code)(g.error_page)
+    app.catchall = True
+    return app

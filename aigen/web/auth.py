@@ -1,0 +1,200 @@
+"""Sessions, CSRF tokens, exposure rules and the failed-login limiter.
+
+The session is a signed cookie (itsdangerous, HMAC-SHA1 over a key derived
+from the home's secret) holding a random session id, the user id once logged
+in, how the login was made and an expiry. The expiry is inside the signed
+payload, and checked against the app's clock, so tests need no sleeping.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import hmac
+import ipaddress
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable
+from urllib.parse import urlsplit
+
+SESSION_SALT = "aigen.session"
+CSRF_CONTEXT = b"aigen.csrf:"
+
+# How a session was opened; on an address other than loopback, "id" (a
+# user_id alone) is not enough, so a session opened that way on loopback does
+# not carry over if the same home is later served on 0.0.0.0.
+VIA_ID = "id"
+VIA_CODE = "code"
+VIA_LINK = "link"
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+# A reverse proxy in front of a loopback server makes every request look
+# local; any of these headers means the request really came from elsewhere.
+FORWARDED_HEADERS = ("HTTP_FORWARDED", "HTTP_X_FORWARDED_FOR", "HTTP_X_REAL_IP", "HTTP_X_FORWARDED_HOST")
+
+
+def is_loopback_host(host: str) -> bool:
+    host = (host or "").strip().strip("[]").lower()
+    if host in LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_name(header: str) -> str:
+    """The name part of a Host header: 'example.org:8000' -> 'example.org', '[::1]:80' -> '::1'."""
+    header = (header or "").strip().lower()
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def url_host(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        return (urlsplit(url).hostname or "").lower() or None
+    except ValueError:
+        return None
+
+
+@dataclass
+class Session:
+    sid: str
+    user_id: str | None = None
+    via: str | None = None
+    exp: int = 0
+    login_at: int = 0
+    code_at: str | None = None  # access_code_created_at when logged in by code
+
+    def to_payload(self) -> dict:
+        d = {"s": self.sid, "e": self.exp}
+        if self.user_id:
+            d.update(u=self.user_id, v=self.via, t=self.login_at)
+            if self.code_at:
+                d["c"] = self.code_at
+        return d
+
+    @classmethod
+    def from_payload(cls, d: dict) -> "Session | None":
+        if not isinstance(d, dict) or not isinstance(d.get("s"), str) or not isinstance(d.get("e"), int):
+            return None
+        return cls(sid=d["s"], user_id=d.get("u"), via=d.get("v"), exp=d["e"], login_at=d.get("t", 0),
+                   code_at=d.get("c"))
+
+
+class SessionCodec:
+    def __init__(self, secret: bytes, clock: Callable[[], datetime]):
+        from itsdangerous import URLSafeSerializer
+
+        self._signer = URLSafeSerializer(secret, salt=SESSION_SALT)
+        self._secret = secret
+        self._clock = clock
+
+    def new(self, ttl_s: int, **fields) -> Session:
+        now = int(self._clock().timestamp())
+        return Session(sid=secrets.token_urlsafe(16), exp=now + ttl_s, **fields)
+
+    def dumps(self, session: Session) -> str:
+        return self._signer.dumps(session.to_payload())
+
+    def loads(self, text: str | None) -> Session | None:
+        from itsdangerous import BadData
+
+        if not text or len(text) > 4096:
+            return None
+        try:
+            payload = self._signer.loads(text)
+        except BadData:
+            return None
+        session = Session.from_payload(payload)
+        if session is None or session.exp < self._clock().timestamp():
+            return None
+        return session
+
+    def csrf_token(self, session: Session) -> str:
+        return hmac.new(self._secret, CSRF_CONTEXT + session.sid.encode(), hashlib.sha256).hexdigest()
+
+    def check_csrf(self, session: Session | None, token: str | None) -> bool:
+        if session is None or not token:
+            return False
+        return hmac.compare_digest(self.csrf_token(session), token)
+
+
+class LoginLimiter:
+    """At most `limit` failed logins per address in a sliding `window` seconds.
+
+    Kept in memory: a restart forgets it, which costs an attacker a restart
+    they cannot cause. Old addresses are pruned so the map cannot grow without
+    bound under a spray of addresses.
+    """
+
+    MAX_ADDRESSES = 10_000
+
+    def __init__(self, limit: int = 10, window: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._fails: dict[str, collections.deque] = {}
+        self._lock = threading.Lock()
+
+    def _trim(self, q: collections.deque, now: float) -> None:
+        while q and q[0] <= now - self.window:
+            q.popleft()
+
+    def blocked(self, address: str) -> float:
+        """Seconds until the next attempt is allowed, 0 when allowed now."""
+        now = self.clock()
+        with self._lock:
+            q = self._fails.get(address)
+            if not q:
+                return 0.0
+            self._trim(q, now)
+            if len(q) < self.limit:
+                return 0.0
+            return max(0.0, q[0] + self.window - now)
+
+    def failure(self, address: str) -> None:
+        now = self.clock()
+        with self._lock:
+            if len(self._fails) >= self.MAX_ADDRESSES and address not in self._fails:
+                for key in [k for k, q in self._fails.items() if not q or q[-1] <= now - self.window]:
+                    del self._fails[key]
+            q = self._fails.setdefault(address, collections.deque())
+            self._trim(q, now)
+            q.append(now)
+
+    def reset(self, address: str) -> None:
+        with self._lock:
+            self._fails.pop(address, None)
+
+
+class ViewDedupe:
+    """Remembers which (session, asset, purpose) views were already logged.
+
+    A browser fetches one video in many Range requests, some of them in
+    parallel; the lock makes "seen? else log" atomic within the server, and
+    the database check (on the session_id/asset_id index) covers a restart.
+    """
+
+    MAX_KEYS = 100_000
+
+    def __init__(self):
+        self._seen: collections.OrderedDict = collections.OrderedDict()
+        self.lock = threading.Lock()
+
+    def seen(self, key: tuple) -> bool:
+        if key in self._seen:
+            self._seen.move_to_end(key)
+            return True
+        return False
+
+    def add(self, key: tuple) -> None:
+        self._seen[key] = True
+        if len(self._seen) > self.MAX_KEYS:
+            self._seen.popitem(last=False)

@@ -1,0 +1,30 @@
+% rebase('base', title='Your gallery')
+<div class="page-head">
+  <h1>Your generations</h1>
+  % if pg.total:
+  <p class="counts">{{pg.total}} in all: {{pg.counts.get('Completed', 0)}} completed,
+    {{pg.counts.get('Processing', 0)}} processing, {{pg.counts.get('Failed', 0)}} failed. Newest first.</p>
+  % end
+</div>
+% if not pg.generations:
+<section class="empty">
+  <h2>Nothing here yet</h2>
+  <p>Make your first 5 videos and 5 images with:</p>
+  <pre><code>aigen generate "a red fox at dawn in a misty forest" --user {{user}}</code></pre>
+  <p>They show up on this page as soon as the work starts, and play here when they are ready.</p>
+</section>
+% end
+% for i, g in enumerate(pg.generations):
+%   include('section', g=g, full=False, eager=(i == 0))
+% end
+% if pg.pages > 1:
+<nav class="pager" aria-label="Pages">
+  % if pg.page > 1:
+  <a href="/?page={{pg.page - 1}}" rel="prev">← Newer</a>
+  % end
+  <span>Page {{pg.page}} of {{pg.pages}}</span>
+  % if pg.page < pg.pages:
+  <a href="/?page={{pg.page + 1}}" rel="next">Older →</a>
+  % end
+</nav>
+% end

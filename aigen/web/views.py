@@ -1,0 +1,184 @@
+"""What the gallery shows, as plain data: loaded in few queries, shaped once,
+used by both the HTML templates and the JSON API.
+
+A page of the gallery costs three queries whatever the number of
+generations a user has: the counts per status, one page of generations
+(newest first, on the (user_id, created_at) index) and all assets of that
+page at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import PurePosixPath
+
+from aigen.store.core import Store, decode_generation
+
+PROCESSING_MESSAGE = "Your content is being generated. Please check back later."
+
+
+@dataclass
+class Page:
+    generations: list[dict]
+    total: int
+    page: int
+    pages: int
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _asset_view(a: dict) -> dict:
+    ext = PurePosixPath(a["path"]).suffix if a.get("path") else ""
+    name = f"{a['kind']}_{a['idx']}{ext}"
+    view = {
+        "id": a["id"],
+        "kind": a["kind"],
+        "index": a["idx"],
+        "status": a["status"],
+        "provider": a.get("provider"),
+        "model": a.get("model"),
+        "seed": a.get("seed"),
+        "width": a.get("width"),
+        "height": a.get("height"),
+        "duration": a.get("duration"),
+        "fps": a.get("fps"),
+        "bytes": a.get("bytes"),
+        "sha256": a.get("sha256"),
+        "attempts": a.get("attempts"),
+        "error": a.get("error"),
+        "error_code": a.get("error_code"),
+        "progress": a.get("progress"),
+        "name": name,
+        "url": None,
+        "download_url": None,
+        "poster_url": None,
+    }
+    if a["status"] == "done" and a.get("path"):
+        view["url"] = f"/media/{a['id']}"
+        view["download_url"] = f"/media/{a['id']}?download=1"
+        if a["kind"] == "video" and a.get("poster_path"):
+            view["poster_url"] = f"/media/{a['id']}/poster"
+    return view
+
+
+def shape(gen: dict, assets: list[dict], *, running: bool | None = None) -> dict:
+    """One generation with its assets, as the templates and the API use it."""
+    views = [_asset_view(a) for a in sorted(assets, key=lambda a: (a["kind"] != "video", a["idx"]))]
+    done = [a for a in views if a["status"] == "done"]
+    total = len(views) or ((gen.get("image_count") or 0) + (gen.get("video_count") or 0))
+    status = gen["status"]
+    g = {
+        "id": gen["id"],
+        "user_id": gen["user_id"],
+        "prompt": gen["prompt"],
+        "status": status,
+        "created_at": gen.get("created_at"),
+        "generated_at": gen.get("generated_at"),
+        "error": gen.get("error"),
+        "image_provider": gen.get("image_provider"),
+        "video_provider": gen.get("video_provider"),
+        "image_model": gen.get("image_model"),
+        "video_model": gen.get("video_model"),
+        "seed": gen.get("seed"),
+        "options": gen.get("options") or {},
+        "done": len(done),
+        "total": total,
+        "videos": [a for a in done if a["kind"] == "video"],
+        "images": [a for a in done if a["kind"] == "image"],
+        "failed": [a for a in views if a["status"] == "failed"],
+        "assets": views,
+        "retry_command": f"aigen retry {gen['id']}" if status != "Completed" else None,
+        "message": PROCESSING_MESSAGE if status == "Processing" else None,
+        # None when unknown (the API does not look); False means no process
+        # holds the run lock: the run was killed and `aigen retry` resumes it.
+        "running": running,
+    }
+    return g
+
+
+def load_page(store: Store, user_id: str, page: int, page_size: int) -> Page:
+    counts = store.count_generations(user_id=user_id)
+    total = sum(counts.values())
+    pages = max(1, -(-total // page_size))
+    page = min(max(1, page), pages)
+    rows = store.query(
+        "SELECT * FROM generations WHERE user_id = ? ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+        (user_id, page_size, (page - 1) * page_size),
+    )
+    gens = [decode_generation(r) for r in rows]
+    by_gen: dict[str, list[dict]] = {g["id"]: [] for g in gens}
+    if gens:
+        marks = ",".join("?" for _ in gens)
+        for a in store.query(f"SELECT * FROM assets WHERE generation_id IN ({marks})", list(by_gen)):
+            by_gen[a["generation_id"]].append(a)
+    return Page([shape(g, by_gen[g["id"]]) for g in gens], total, page, pages, counts)
+
+
+def load_generation(store: Store, user_id: str, gen_id: str) -> dict | None:
+    """The generation if it exists and belongs to `user_id`; None otherwise (the caller answers 404 to both)."""
+    row = store.query_one("SELECT * FROM generations WHERE id = ? AND user_id = ?", (gen_id, user_id))
+    if row is None:
+        return None
+    gen = decode_generation(row)
+    return shape(gen, store.assets(gen_id))
+
+
+def api_dict(g: dict, base_url: str = "") -> dict:
+    """The JSON form: no file-system paths, only URLs the same login can fetch."""
+
+    def asset(a: dict) -> dict:
+        d = {k: a[k] for k in ("id", "kind", "index", "status", "width", "height", "duration", "fps", "bytes",
+                               "sha256", "provider", "model", "seed", "attempts", "error", "error_code")}
+        for key in ("url", "download_url", "poster_url"):
+            d[key] = f"{base_url}{a[key]}" if a[key] else None
+        return d
+
+    return {
+        "id": g["id"],
+        "user_id": g["user_id"],
+        "prompt": g["prompt"],
+        "status": g["status"],
+        "message": g["message"],
+        "created_at": g["created_at"],
+        "generated_at": g["generated_at"],
+        "progress": {"done": g["done"], "total": g["total"]},
+        "error": g["error"],
+        "retry_command": g["retry_command"],
+        "videos": [asset(a) for a in g["videos"]],
+        "images": [asset(a) for a in g["images"]],
+        "assets": [asset(a) for a in g["assets"]],
+    }
+
+
+def local_time(iso_text: str | None) -> str:
+    if not iso_text:
+        return ""
+    try:
+        return datetime.fromisoformat(iso_text).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return iso_text
+
+
+def took(start: str | None, end: str | None) -> str:
+    if not start or not end:
+        return ""
+    try:
+        secs = int((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds())
+    except ValueError:
+        return ""
+    if secs < 60:
+        return f"{secs} s"
+    if secs < 3600:
+        return f"{secs // 60} min {secs % 60:02d} s"
+    return f"{secs // 3600} h {secs % 3600 // 60:02d} min"
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return ""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"

@@ -1,0 +1,207 @@
+"""The gallery in a real browser: headless Chromium (Debian's build) driven by Playwright.
+
+Content is made by the real pipeline with the `local` provider at small
+sizes. On a machine without Chromium these tests skip, unless
+AIGEN_REQUIRE_BROWSER is set (CI sets it), in which case they fail.
+AIGEN_CHROMIUM names another Chromium binary.
+Set AIGEN_UPDATE_SCREENSHOT=1 to refresh docs/gallery.png (it is written
+anyway when missing).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from fakes.web import kinds, open_home, real_generation
+
+from aigen.store.core import utcnow
+from aigen.web.app import WebSettings, make_app
+from aigen.web.server import GalleryServer
+from aigen.web.views import PROCESSING_MESSAGE
+
+REPO = Path(__file__).resolve().parent.parent
+SCREENSHOT = REPO / "docs" / "gallery.png"
+VIEWPORT = {"width": 1280, "height": 900}
+POLL_MS = 400
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run"]
+
+
+def chromium_path() -> str | None:
+    """AIGEN_CHROMIUM if set (e.g. on macOS), else Debian's /usr/bin/chromium or one on PATH."""
+    if os.environ.get("AIGEN_CHROMIUM"):
+        return os.environ["AIGEN_CHROMIUM"] if os.path.exists(os.environ["AIGEN_CHROMIUM"]) else None
+    for candidate in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return None
+
+
+def _unavailable(why: str):
+    if os.environ.get("AIGEN_REQUIRE_BROWSER"):
+        pytest.fail(f"browser tests are required here (AIGEN_REQUIRE_BROWSER is set) but {why}")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    exe = chromium_path()
+    if exe is None:
+        _unavailable("Chromium is not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright Python package is not installed (pip install -e '.[test]')")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=LAUNCH_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    home, store = open_home(tmp_path_factory.mktemp("gallery") / "home")
+    fox = real_generation(home, store, "alice", "a red fox at dawn in a misty forest")
+    settings = WebSettings(home=home, store=store, poll_ms=POLL_MS)
+    server = GalleryServer(make_app(settings), "127.0.0.1", 0).start_in_thread()
+    try:
+        yield {"home": home, "store": store, "fox": fox, "url": f"http://127.0.0.1:{server.port}"}
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport=VIEWPORT, color_scheme="dark")
+    pg = context.new_page()
+    problems = []
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    pg.problems = problems
+    try:
+        yield pg
+    finally:
+        context.close()
+
+
+def log_in(page, base: str, user_id: str) -> None:
+    page.goto(base + "/")
+    assert page.url == base + "/login"
+    page.fill("#user_id", user_id)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/")
+
+
+def save_small_png(src: Path, dest: Path) -> None:
+    """A 256-colour copy for the README: a fraction of the size, and it still reads well."""
+    from PIL import Image
+
+    dest.parent.mkdir(exist_ok=True)
+    with Image.open(src) as im:
+        im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT,
+                                   dither=Image.Dither.FLOYDSTEINBERG).save(dest, optimize=True)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()[:24]
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_log_in_see_5_images_and_5_videos_and_play_one(page, site, tmp_path):
+    base, sec = site["url"], f"#g-{site['fox']}"
+    log_in(page, base, "alice")
+    assert page.locator(".who strong").inner_text() == "alice"
+
+    page.wait_for_function(
+        """sel => { const imgs = document.querySelectorAll(sel + ' .images img');
+                    return imgs.length === 5 && [...imgs].every(i => i.complete && i.naturalWidth > 0); }""",
+        arg=sec)
+    widths = page.eval_on_selector_all(f"{sec} .images img", "els => els.map(e => e.naturalWidth)")
+    assert widths == [256] * 5
+
+    assert page.locator(f"{sec} video").count() == 5
+    page.wait_for_function(
+        """sel => [...document.querySelectorAll(sel + ' video')]
+                   .every(v => v.readyState >= 1 && v.videoWidth === 320 && v.videoHeight === 240)""",
+        arg=sec)
+    durations = page.eval_on_selector_all(f"{sec} video", "els => els.map(v => v.duration)")
+    assert all(abs(d - 1.5) < 0.1 for d in durations), durations
+    assert all(page.eval_on_selector_all(f"{sec} video", "els => els.map(v => v.poster.endsWith('/poster'))"))
+
+    page.evaluate("""async sel => { const v = document.querySelector(sel + ' video');
+                                    v.muted = true; await v.play(); }""", sec)
+    page.wait_for_function("sel => document.querySelector(sel + ' video').currentTime > 0.3", arg=sec)
+    assert page.evaluate("sel => document.querySelector(sel + ' video').error", sec) is None
+
+    page.evaluate("sel => document.querySelector(sel + ' video').pause()", sec)
+    page.evaluate("window.scrollTo(0, 0)")
+    # Let every video show its first frame, for the picture.
+    page.wait_for_function("sel => [...document.querySelectorAll(sel + ' video')].every(v => v.readyState >= 2)",
+                           arg=sec)
+    page.wait_for_load_state("networkidle")
+    update = bool(os.environ.get("AIGEN_UPDATE_SCREENSHOT")) or not SCREENSHOT.exists()
+    if update:
+        # Chromium's loading spinner plays out for about a second after the
+        # data is there; this wait only makes the README's picture clean.
+        page.wait_for_timeout(1500)
+    shot = tmp_path / "gallery.png"
+    page.screenshot(path=str(shot))
+    assert png_size(shot) == (VIEWPORT["width"], VIEWPORT["height"])
+    if update:
+        save_small_png(shot, SCREENSHOT)
+
+    # An image opens full size.
+    href = page.get_attribute(f"{sec} .images a", "href")
+    page.click(f"{sec} .images a")
+    page.wait_for_url(base + href)
+    assert page.evaluate("document.images[0].naturalWidth") == 256
+
+    # Every file was fetched by the page, and each counted once for this session.
+    counts = kinds(site["store"])
+    assert counts["login_ok"] >= 1 and counts["gallery_view"] >= 1
+    views = site["store"].query(
+        "SELECT asset_id, count(*) AS n FROM events WHERE kind = 'asset_view' AND user_id = 'alice' "
+        "GROUP BY session_id, asset_id")
+    assert len(views) == 10 and all(v["n"] == 1 for v in views)
+    # The page ran under its Content-Security-Policy without a single violation.
+    assert page.problems == []
+
+
+def test_a_running_generation_says_so_then_shows_its_content_when_done(page, site):
+    from aigen.pipeline.run import Runner
+
+    home, store, base = site["home"], site["store"], site["url"]
+    gid = real_generation(home, store, "bob", "blue ocean waves at night", images=1, videos=1, run=False,
+                          now=utcnow() - timedelta(seconds=5))
+    status_calls = []
+    page.on("request", lambda r: status_calls.append(r.url) if r.url.endswith(f"/{gid}/status") else None)
+    log_in(page, base, "bob")
+    sec = f"#g-{gid}"
+    assert page.locator(f"{sec} .processing .message").inner_text() == PROCESSING_MESSAGE
+    assert page.locator(f"{sec} .progress-text").inner_text() == "0 of 2"
+    page.wait_for_event("request", lambda r: r.url.endswith(f"/{gid}/status"))
+
+    result = Runner(store, home).run(gid)
+    assert result.generation["status"] == "Completed"
+
+    # The section turns into the finished content in place, without reloading the page.
+    page.evaluate("window.__same_page = true")
+    page.wait_for_selector(f'{sec}[data-status="Completed"] .images img')
+    page.wait_for_function("sel => document.querySelector(sel + ' .images img').naturalWidth > 0", arg=sec)
+    assert page.locator(f"{sec} video").count() == 1
+    assert page.evaluate("window.__same_page") is True
+    assert page.locator(f"{sec} .processing").count() == 0
+
+    # ...and the polling stops.
+    seen = len(status_calls)
+    page.wait_for_timeout(POLL_MS * 4)
+    assert len(status_calls) == seen
+    assert page.problems == []
