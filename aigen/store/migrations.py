@@ -132,3 +132,72 @@ def m0002_run_tracking(db):
     assets = db["assets"]
     if "progress" not in assets.columns_dict:
         assets.add_column("progress", float)
+
+
+@migrations(name="0003_web_access")
+def m0003_web_access(db):
+    # The gallery: a per-user access code (only a salted scrypt hash is kept)
+    # for logins on an address other than loopback, and an index that lets
+    # the media route tell "first fetch of this asset in this session" from
+    # the next Range request of the same video without scanning all events.
+    users = db["users"]
+    if "access_code_hash" not in users.columns_dict:
+        users.add_column("access_code_hash", str)
+    if "access_code_created_at" not in users.columns_dict:
+        users.add_column("access_code_created_at", str)
+    db["events"].create_index(["session_id", "asset_id"], if_not_exists=True)
+
+
+@migrations(name="0004_notify_deliveries")
+def m0004_notify_deliveries(db):
+    # One row per generation per channel: each channel (desktop, email,
+    # console) succeeds, retries and fails on its own, so each needs its own
+    # claim, attempt count and error; the generation keeps a summary
+    # (notify_status, notified_at, notify_channel, notify_error) for `status`.
+    db["notifications"].create(
+        {
+            "id": int,
+            "generation_id": str,
+            "channel": str,  # what was asked for: desktop | email | console
+            "recipient": str,  # email address, for the email channel
+            "due_at": str,  # UTC ISO: the later of notify_at and completion
+            "status": str,  # pending | sending | retrying | sent | failed
+            "attempts": int,
+            "first_attempt_at": str,
+            "next_attempt_at": str,  # set while retrying (backoff)
+            "claimed_by": str,  # host:pid:nonce of the process sending it
+            "claimed_at": str,
+            "lease_until": str,  # a claim older than this is taken over
+            "sent_at": str,
+            "delivered_via": str,  # what was used: console when desktop was unavailable
+            "late_s": float,  # seconds after due_at that it was delivered
+            "note": str,
+            "error": str,
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="id",
+        foreign_keys=[("generation_id", "generations", "id")],
+        not_null={"generation_id", "channel", "due_at", "status"},
+        defaults={"attempts": 0, "status": "pending"},
+        if_not_exists=True,
+    )
+    db["notifications"].create_index(["generation_id", "channel"], unique=True, if_not_exists=True)
+    # The daemon's "what is due" scan.
+    db["notifications"].create_index(["status", "due_at"], if_not_exists=True)
+    gens = db["generations"]
+    if "notify_channel" not in gens.columns_dict:
+        gens.add_column("notify_channel", str)
+    # Generations that are final but not yet planned: a partial index keeps
+    # that scan small however many generations have already been notified.
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS idx_generations_notify_unplanned "
+        "ON generations (generated_at) WHERE notify_status IS NULL"
+    )
+    # Generations finished before notifications existed asked for nothing
+    # explicit: mark them so the first daemon does not flood the user with
+    # old news. Those with an explicit notify_at still get it (late).
+    db.execute(
+        "UPDATE generations SET notify_status = 'none' WHERE notify_status IS NULL "
+        "AND notify_at IS NULL AND status IN ('Completed', 'Failed')"
+    )

@@ -1,0 +1,73 @@
+"""The `aigen` command line: wiring only; each command lives in its own module.
+
+Nothing heavy is imported here (no numpy, av, PIL, bottle, openai, runwayml):
+`aigen --help` must stay fast, so commands import what they need when run.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from aigen import __version__
+from aigen.cli import events as _events
+from aigen.cli import generate as _generate
+from aigen.cli import keys as _keys
+from aigen.cli import notify as _notify
+from aigen.cli import providers as _providers
+from aigen.cli import retry as _retry
+from aigen.cli import serve as _serve
+from aigen.cli import status as _status
+from aigen.cli import user as _user
+from aigen.cli.state import State
+
+app = typer.Typer(
+    name="aigen",
+    help=(
+        "Turn one text prompt into videos and images with AI providers, keep every request and file "
+        "in a local SQLite store, notify you when they are ready, and browse them in a local gallery.\n\n"
+        "The `local` provider needs no key and no network: it is a procedural renderer for trying "
+        "the system, not an AI model."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"aigen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    ctx: typer.Context,
+    home: Optional[str] = typer.Option(
+        None,
+        "--home",
+        help="Directory holding aigen.db and generated_content/ (default: $AIGEN_HOME, "
+        "else the per-user data directory).",
+        metavar="DIR",
+    ),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    ctx.obj = State(home_flag=home)
+
+
+app.command("generate")(_generate.generate)
+app.command("retry")(_retry.retry)
+app.command("status")(_status.status)
+app.command("notify-daemon")(_notify.notify_daemon)
+app.command("providers")(_providers.providers)
+app.add_typer(_keys.app, name="keys")
+app.command("serve")(_serve.serve)
+app.command("events")(_events.events)
+app.add_typer(_user.app, name="user")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,97 @@
+"""Run a generation in the foreground with live progress, then report it."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+
+from aigen.cli.output import console, err_console, escape, print_json
+from aigen.cli.progress import RunDisplay, files_table
+from aigen.config import Home
+from aigen.errors import EXIT_FAILED, EXIT_OK
+
+
+def result_dict(home: Home, gen: dict, assets: list[dict]) -> dict:
+    def abspath(rel):
+        return str(home.path / rel) if rel else None
+
+    return {
+        "id": gen["id"],
+        "user_id": gen["user_id"],
+        "prompt": gen["prompt"],
+        "status": gen["status"],
+        "created_at": gen["created_at"],
+        "generated_at": gen["generated_at"],
+        "error": gen.get("error"),
+        "home": str(home.path),
+        "images": [abspath(p) for p in gen["image_paths"]],
+        "videos": [abspath(p) for p in gen["video_paths"]],
+        "notify_at": gen.get("notify_at"),
+        "assets": [
+            {
+                "id": a["id"],
+                "kind": a["kind"],
+                "index": a["idx"],
+                "provider": a["provider"],
+                "model": a["model"],
+                "status": a["status"],
+                "path": abspath(a["path"]),
+                "poster": abspath(a.get("poster_path")),
+                "bytes": a["bytes"],
+                "sha256": a["sha256"],
+                "width": a["width"],
+                "height": a["height"],
+                "duration": a["duration"],
+                "seed": a["seed"],
+                "attempts": a["attempts"],
+                "provider_job_id": a.get("provider_job_id"),
+                "error": a["error"],
+            }
+            for a in assets
+        ],
+    }
+
+
+def run_foreground(store, home: Home, gen_id: str, *, as_json: bool, quiet: bool = False,
+                   after_run=None) -> int:
+    """Run with live progress and report; ``after_run(gen)`` runs once the result is shown
+    (generate's notification), and what it returns goes into the JSON as "notification"."""
+    from aigen.pipeline.run import Runner
+
+    todo = [a for a in store.assets(gen_id) if a["status"] != "done"]
+    total = len(store.assets(gen_id))
+    started = time.monotonic()
+    display = RunDisplay(console, total, quiet=quiet or as_json)
+    runner = Runner(store, home, listener=display)
+    try:
+        with display:
+            result = runner.run(gen_id)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"\n[yellow]Interrupted.[/] Finished assets are kept; resume with: aigen retry {gen_id}"
+        )
+        raise typer.Exit(130)
+    elapsed = time.monotonic() - started
+    gen, assets = result.generation, result.assets
+    if as_json:
+        data = result_dict(home, gen, assets)
+        data["elapsed_s"] = round(elapsed, 2)
+        if after_run is not None:
+            data["notification"] = after_run(gen)
+        print_json(data)
+    elif not quiet:
+        console.print(files_table(assets, home.path))
+        made = sum(1 for a in assets if a["status"] == "done")
+        colour = "green" if gen["status"] == "Completed" else "red"
+        console.print(
+            f"[{colour}]{gen['status']}[/]: {made} of {total} assets "
+            f"({len(todo)} made in this run) in {elapsed:.1f} s. Generation [bold]{gen['id']}[/] "
+            f"for user {escape(gen['user_id'])}."
+        )
+        if gen["status"] == "Failed":
+            console.print(f"[red]{escape(gen.get('error') or '')}[/]")
+            console.print(f"Make the missing assets with: [bold]aigen retry {gen['id']}[/]")
+    if after_run is not None and not as_json:
+        after_run(gen)
+    return EXIT_OK if gen["status"] == "Completed" else EXIT_FAILED

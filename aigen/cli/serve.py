@@ -1,0 +1,78 @@
+"""`aigen serve`: the web gallery on a threaded WSGI server (waitress)."""
+
+from __future__ import annotations
+
+import typer
+
+from aigen.cli.output import console, escape, fail, print_json
+from aigen.errors import AigenError, BadInput
+
+
+def serve(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. On anything but loopback, "
+                             "users also need their access code (`aigen user code ID`) or a magic link."),
+    port: int = typer.Option(8000, "--port", "-p", help="Port to listen on (0: any free port)."),
+    open_browser: bool = typer.Option(False, "--open", help="Open the gallery in the default web browser."),
+    as_json: bool = typer.Option(False, "--json", help="Print the address (and whether a code is needed) as JSON once listening."),
+) -> None:
+    """Serve the gallery: log in with a user_id, watch the videos, browse the images. Ctrl-C stops it."""
+    import signal
+    import threading
+
+    state = ctx.obj
+    try:
+        if not 0 <= port <= 65535:
+            raise BadInput(f"invalid --port {port}: must be between 0 and 65535")
+        host = host.strip()
+        if not host or any(c.isspace() for c in host) or "/" in host:
+            raise BadInput(f"invalid --host {host!r}: give an IP address or a host name, e.g. 127.0.0.1")
+        from aigen.web.app import WebSettings, make_app
+        from aigen.web.links import public_base_url, record_served_url
+        from aigen.web.server import GalleryServer
+
+        home = state.home
+        store = state.store()
+        settings = WebSettings(home=home, host=host, port=port, store=store)
+        app = make_app(settings)
+        server = GalleryServer(app, host, port)
+    except AigenError as e:
+        fail(e, as_json=as_json)
+
+    url = server.url
+    record_served_url(home, url)
+    exposed = not settings.loopback
+    if as_json:
+        print_json({"url": url, "host": host, "port": server.port, "home": str(home.path),
+                    "access_code_required": exposed, "public_url": public_base_url(url)})
+    else:
+        console.print(f"Gallery for [bold]{escape(str(home.path))}[/] at [bold]{url}[/]  (Ctrl-C to stop)")
+        if exposed:
+            console.print(
+                "[yellow]Listening on an address other than loopback:[/] logging in needs a user_id [bold]and[/] "
+                "its access code (make one with `aigen user code ID`), or a magic link from a notification."
+            )
+        else:
+            console.print("Log in with a user_id. Only this machine can connect (use --host 0.0.0.0 to share it; "
+                          "then an access code is required too).")
+
+    if open_browser:
+        import webbrowser
+
+        # After the server is listening (it is: the socket is bound), from a
+        # thread, so a slow browser start does not delay serving.
+        threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
+
+    def _terminate(signum, frame):
+        raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        server.run()  # returns on Ctrl-C / SIGTERM (waitress catches both and stops its workers)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.shutdown()
+    if not as_json:
+        console.print("Gallery stopped.")

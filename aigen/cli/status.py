@@ -1,0 +1,182 @@
+"""`aigen status`: what is processing, done and failed."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from aigen.cli.output import console, escape, excerpt, fail, human_bytes, local_time, print_json
+from aigen.errors import AigenError, BadInput, NotFound
+
+STATUS_STYLE = {"Processing": "cyan", "Completed": "green", "Failed": "red"}
+
+
+def status(
+    ctx: typer.Context,
+    generation_id: Optional[str] = typer.Argument(None, help="Show one generation in detail, with every asset."),
+    user: Optional[str] = typer.Option(None, "--user", "-u", help="Only this user's generations."),
+    only: Optional[str] = typer.Option(None, "--status", help="Only Processing, Completed or Failed."),
+    limit: int = typer.Option(20, "--limit", "-n", help="How many generations to list (newest first, 1-1000)."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """List generations (newest first) with their status and counts, or one in detail."""
+    from aigen import config
+    from aigen.pipeline.run import is_running
+
+    state = ctx.obj
+    try:
+        if user is not None:
+            config.validate_user_id(user)
+        if not 1 <= limit <= 1000:
+            raise BadInput(f"invalid --limit {limit}: must be between 1 and 1000")
+        if only is not None:
+            match = [s for s in STATUS_STYLE if s.lower() == only.lower()]
+            if not match:
+                raise BadInput(f"invalid --status {only!r}: choose Processing, Completed or Failed")
+            only = match[0]
+        home = state.home
+        store = state.store(create=False)
+        if store is None:
+            if generation_id is not None:
+                raise NotFound(f"unknown generation id {generation_id!r}: there are no generations in "
+                               f"{home.path} yet")
+            rows, counts = [], {}
+        elif generation_id is not None:
+            gen_id = store.resolve_generation_id(generation_id)
+            return _detail(store, home, gen_id, as_json, is_running(home, gen_id))
+        else:
+            rows = store.list_generations(user_id=user, status=only, limit=limit)
+            counts = store.count_generations(user_id=user)
+    except AigenError as e:
+        fail(e, as_json=as_json)
+
+    for r in rows:
+        r["running"] = r["status"] == "Processing" and is_running(home, r["id"])
+    if as_json:
+        print_json({
+            "home": str(home.path),
+            "home_source": home.source,
+            "counts": {s: counts.get(s, 0) for s in STATUS_STYLE},
+            "generations": [_summary(r) for r in rows],
+        })
+        return
+    from rich.table import Table
+
+    console.print(f"[dim]Home: {escape(str(home.path))} (from {home.source})[/]", soft_wrap=True)
+    if not rows:
+        who = f" for user {escape(user)}" if user else ""
+        console.print(f"No generations{who} yet. Make some with: aigen generate \"a prompt\" --user NAME")
+        return
+    table = Table(box=None, pad_edge=False, padding=(0, 1), header_style="bold underline")
+    # Fixed columns get the width their content needs; the prompt excerpt takes
+    # what is left, so the table stays readable at 80 columns.
+    user_w = min(16, max(4, *(len(r["user_id"]) for r in rows)))
+    widths = {"id": 12, "user": user_w, "status": 10, "img": 5, "vid": 5, "created": 11, "generated": 11}
+    prompt_w = max(8, min(40, console.width - sum(widths.values()) - 2 * len(widths) - 1))
+    for col in ("id", "user", "prompt", "status", "img", "vid", "created", "generated"):
+        width = prompt_w if col == "prompt" else widths[col]
+        table.add_column(col, no_wrap=True, width=width, overflow="ellipsis")
+    for r in rows:
+        st = r["status"]
+        label = f"[{STATUS_STYLE.get(st, '')}]{st}[/]"
+        if st == "Processing" and not r["running"]:
+            label = "[yellow]Stalled[/]"
+        table.add_row(
+            r["id"],
+            escape(r["user_id"]),
+            escape(excerpt(r["prompt"], prompt_w)),
+            label,
+            f"{r['images_done']}/{r['image_count'] or 0}",
+            f"{r['videos_done']}/{r['video_count'] or 0}",
+            local_time(r["created_at"], short=True),
+            local_time(r["generated_at"], short=True),
+        )
+    console.print(table)
+    summary = ", ".join(f"{counts.get(s, 0)} {s.lower()}" for s in STATUS_STYLE)
+    console.print(f"[dim]{summary}.[/]")
+    if any(r["status"] == "Processing" and not r["running"] for r in rows):
+        console.print("[yellow]Stalled[/] means Processing with no process working on it (the run was "
+                      "killed): resume it with `aigen retry ID`.")
+
+
+def _summary(r: dict) -> dict:
+    return {
+        "id": r["id"],
+        "user_id": r["user_id"],
+        "prompt": r["prompt"],
+        "status": r["status"],
+        "running": r.get("running", False),
+        "images_done": r["images_done"],
+        "images_total": r["image_count"] or 0,
+        "videos_done": r["videos_done"],
+        "videos_total": r["video_count"] or 0,
+        "failed_assets": r["assets_failed"],
+        "created_at": r["created_at"],
+        "generated_at": r["generated_at"],
+        "image_paths": r["image_paths"],
+        "video_paths": r["video_paths"],
+        "notify_at": r.get("notify_at"),
+        "notified_at": r.get("notified_at"),
+        "notify_status": r.get("notify_status"),
+        "error": r.get("error"),
+    }
+
+
+def _detail(store, home, gen_id: str, as_json: bool, running: bool) -> None:
+    from aigen.cli.runview import result_dict
+
+    gen = store.get_generation(gen_id)
+    assets = store.assets(gen_id)
+    if as_json:
+        data = result_dict(home, gen, assets)
+        data.update(
+            running=running,
+            home_source=home.source,
+            image_provider=gen["image_provider"],
+            video_provider=gen["video_provider"],
+            seed=gen["seed"],
+            options=gen["options"],
+            notified_at=gen.get("notified_at"),
+            notify_status=gen.get("notify_status"),
+            notify_error=gen.get("notify_error"),
+        )
+        print_json(data)
+        return
+    from rich.table import Table
+
+    st = gen["status"]
+    console.print(f"[dim]Home: {escape(str(home.path))} (from {home.source})[/]", soft_wrap=True)
+    console.print(f"[bold]{gen['id']}[/] for {escape(gen['user_id'])}: [{STATUS_STYLE.get(st, '')}]{st}[/]"
+                  + (" [yellow](stalled: run `aigen retry " + gen["id"] + "`)[/]" if st == "Processing" and not running else ""))
+    console.print(f"Prompt: {escape(gen['prompt'])}")
+    console.print(f"Created {local_time(gen['created_at'])}; generated {local_time(gen['generated_at']) or '-'}; "
+                  f"seed {gen['seed']}")
+    if gen.get("notify_at") or gen.get("notify_status") not in (None, "none"):
+        when = local_time(gen["notify_at"]) if gen.get("notify_at") else "completion"
+        console.print(f"Notify at {when}: {gen.get('notify_status') or 'pending'}"
+                      + (f" ({escape(gen['notify_error'])})" if gen.get("notify_error") else ""))
+    if gen.get("error"):
+        console.print(f"[red]{escape(gen['error'])}[/]")
+    table = Table()
+    for col in ("asset", "provider", "status", "file / error", "size", "dimensions", "seed", "tries"):
+        table.add_column(col, overflow="fold")
+    for a in assets:
+        dims = f"{a['width']}x{a['height']}" if a["width"] else ""
+        if a["duration"]:
+            dims += f", {a['duration']:.1f}s"
+        where = str(home.path / a["path"]) if a["path"] else (a["error"] or "")
+        if a["status"] == "running" and a.get("progress") is not None:
+            where = f"{a['progress'] * 100:.0f}%"
+        style = {"done": "green", "failed": "red", "running": "cyan"}.get(a["status"], "dim")
+        table.add_row(
+            f"{a['kind']} {a['idx']}",
+            escape(f"{a['provider']}/{a['model']}" if a["model"] else a["provider"]),
+            f"[{style}]{a['status']}[/]",
+            escape(where),
+            human_bytes(a["bytes"]),
+            dims,
+            str(a["seed"]),
+            str(a["attempts"]),
+        )
+    console.print(table)
