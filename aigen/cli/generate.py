@@ -20,8 +20,8 @@ def generate(
     user: str = typer.Option(..., "--user", "-u", help="Who the content is for (letters, digits, . _ -; 1-64 chars)."),
     images: int = typer.Option(config.DEFAULT_IMAGES, "--images", help="How many images to make (0-10)."),
     videos: int = typer.Option(config.DEFAULT_VIDEOS, "--videos", help="How many videos to make (0-10)."),
-    image_provider: str = typer.Option("local", "--image-provider", help="Provider for the images."),
-    video_provider: str = typer.Option("local", "--video-provider", help="Provider for the videos."),
+    image_provider: str = typer.Option("local", "--image-provider", help="Provider for the images: local (procedural renderer, no key; not an AI model), openai, stability, runway. See `aigen providers`."),
+    video_provider: str = typer.Option("local", "--video-provider", help="Provider for the videos: local (procedural renderer, no key; not an AI model), runway, pictory. See `aigen providers`."),
     image_model: Optional[str] = typer.Option(None, "--image-model", help="Image model (default: the provider's)."),
     video_model: Optional[str] = typer.Option(None, "--video-model", help="Video model (default: the provider's)."),
     seed: Optional[int] = typer.Option(
@@ -142,8 +142,8 @@ def generate(
         for note in gen_row["options"].get("notes") or []:
             console.print(f"[dim]Note: {escape(note)}[/]", highlight=False)
         console.print(
-            f"Generation [bold]{gen_id}[/] for {user}: {images} images ({image_provider}), "
-            f"{videos} videos ({video_provider}) into {home.content_dir / user / gen_id}"
+            f"Generation [bold]{gen_id}[/] for {user}: {_count(images, 'image')} ({image_provider}), "
+            f"{_count(videos, 'video')} ({video_provider}) into {home.content_dir / user / gen_id}"
         )
     from aigen.cli.runview import run_foreground
 
@@ -157,6 +157,10 @@ def generate(
     except AigenError as e:
         fail(e, as_json=as_json)
     raise typer.Exit(code)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def spawn_detached(home: config.Home, gen_id: str) -> tuple[int, "os.PathLike"]:

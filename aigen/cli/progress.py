@@ -83,7 +83,14 @@ class RunDisplay:
 
 
 def files_table(assets: list[dict], home_path) -> Table:
-    table = Table(title="Files", show_lines=False)
+    from pathlib import PurePosixPath
+
+    # File names only: the folder is the same for all and goes in the caption,
+    # which keeps the table readable at 80 columns.
+    folders = {str(PurePosixPath(a["path"]).parent) for a in assets if a.get("path")}
+    caption = f"in {home_path / folders.pop()}" if len(folders) == 1 else None
+    table = Table(title="Files", caption=escape(caption) if caption else None, caption_justify="left",
+                  show_lines=False)
     table.add_column("asset")
     table.add_column("status")
     table.add_column("file / error", overflow="fold")
@@ -95,7 +102,10 @@ def files_table(assets: list[dict], home_path) -> Table:
             dims += f", {a['duration']:.1f}s"
         status = a["status"]
         style = _STATE_STYLE.get(status, "")
-        where = str(home_path / a["path"]) if a.get("path") else (a.get("error") or "")
+        if a.get("path"):
+            where = PurePosixPath(a["path"]).name if caption else str(home_path / a["path"])
+        else:
+            where = a.get("error") or ""
         table.add_row(
             f"{a['kind']} {a['idx']}", f"[{style}]{status}[/]", escape(where), human_bytes(a.get("bytes")), dims
         )
