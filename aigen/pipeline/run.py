@@ -256,6 +256,12 @@ class Runner:
 
     def _run_assets(self, gen: dict, todo: list[dict], directory: Path) -> None:
         futures: set[Future] = set()
+        if self.sources is None:
+            # Longest jobs first: videos take several times as long as images, so
+            # starting them first keeps every worker busy to the end instead of
+            # leaving the last video alone on one core (bench/fig2_local_renderer.py).
+            # With --video-from-images the images must go first: videos wait on them.
+            todo = sorted(todo, key=lambda a: (a["kind"] != "video", a["idx"]))
         try:
             for asset in todo:
                 pool = provider_pool(asset["provider"], self.provider(asset["provider"]).concurrency)

@@ -59,12 +59,32 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+# One write lock per database file per process. Threads of one process queue
+# on it instead of on SQLite's lock: SQLite's busy handler waits by sleeping
+# (1, 2, 5, ... up to 100 ms at a time), which under a burst of writers (the
+# gallery's event rows, a run's asset updates) turned into tail latencies of
+# hundreds of milliseconds (bench/fig4_gallery.py). Other processes are still
+# kept out by BEGIN IMMEDIATE and the busy timeout.
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock(path: Path) -> threading.Lock:
+    key = os.path.realpath(path)
+    with _WRITE_LOCKS_GUARD:
+        lock = _WRITE_LOCKS.get(key)
+        if lock is None:
+            lock = _WRITE_LOCKS[key] = threading.Lock()
+        return lock
+
+
 class Store:
     """Thread-safe access to aigen.db; create it once per process and share it."""
 
     def __init__(self, path: str | os.PathLike, *, migrate: bool = True):
         self.path = Path(path)
         self._local = threading.local()
+        self._write_lock = _write_lock(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if migrate:
             self.migrate()
@@ -101,15 +121,16 @@ class Store:
             with db.atomic():
                 yield db
             return
-        db.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            if db.conn.in_transaction:
-                db.conn.execute("ROLLBACK")
-            raise
-        else:
-            db.conn.execute("COMMIT")
+        with self._write_lock:
+            db.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.conn.in_transaction:
+                    db.conn.execute("ROLLBACK")
+                raise
+            else:
+                db.conn.execute("COMMIT")
 
     def migrate(self) -> list[str]:
         from aigen.store.migrations import migrations

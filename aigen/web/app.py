@@ -23,7 +23,9 @@ import hashlib
 import json
 import logging
 import re
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -143,6 +145,46 @@ class Templates:
         return tpl.render(**kw)
 
 
+class SectionCache:
+    """Rendered HTML of the sections of final generations, least recently used out.
+
+    A Completed or Failed generation's section changes only when the row
+    does (a retry moves `updated_at` and the status), so it is rendered once
+    and reused: template escaping and shaping 100 files were most of the cost
+    of a gallery page (bench/fig4_gallery.py). Nothing in a section depends on
+    the session (the CSRF token lives in the page around it).
+    """
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(g: dict, eager: bool):
+        if g["status"] not in ("Completed", "Failed"):
+            return None
+        return (g["id"], g.get("updated_at"), g["status"], eager)
+
+    def get(self, key):
+        if key is None:
+            return None
+        with self._lock:
+            html = self._items.get(key)
+            if html is not None:
+                self._items.move_to_end(key)
+            return html
+
+    def put(self, key, html: str) -> None:
+        if key is None:
+            return
+        with self._lock:
+            self._items[key] = html
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
 class Gallery:
     def __init__(self, settings: WebSettings):
         self.settings = settings
@@ -153,6 +195,7 @@ class Gallery:
         self.limiter = LoginLimiter(settings.login_limit, settings.login_window_s, settings.monotonic)
         self.dedupe = ViewDedupe()
         self.templates = Templates()
+        self.sections = SectionCache()
         self.static = {}
         for name in STATIC_FILES:
             data = (STATIC_DIR / name).read_bytes()
@@ -538,11 +581,29 @@ class Gallery:
             page_no = int(request.query.get("page") or 1)
         except ValueError:
             page_no = 1
-        pg = views.load_page(self.store, user, page_no, self.settings.page_size)
+        offset = {}
+
+        def need_assets(row: dict) -> bool:
+            # The first section of a page loads its images eagerly; the key says which.
+            eager = not offset
+            offset[row["id"]] = eager
+            return self.sections.get(SectionCache.key(row, eager)) is None
+
+        pg = views.load_page(self.store, user, page_no, self.settings.page_size, need_assets=need_assets)
         self._with_running(pg.generations)
+        sections = []
+        for g in pg.generations:
+            eager = offset.get(g["id"], False)
+            key = SectionCache.key(g, eager)
+            html = self.sections.get(key)
+            if html is None:
+                html = self.templates.render("section", g=g, full=False, eager=eager, t=views.local_time,
+                                             took=views.took, size=views.human_bytes)
+                self.sections.put(key, html)
+            sections.append(html)
         self.event("gallery_view", ok=True, user_id=user, detail=f"page {pg.page} of {pg.pages}")
         processing = any(g["status"] == "Processing" for g in pg.generations)
-        return self.page("gallery", pg=pg, user=user, poll=processing)
+        return self.page("gallery", pg=pg, sections=sections, user=user, poll=processing)
 
     def generation(self, gen_id: str):
         user = self.require_user(next_path=f"/g/{gen_id}")

@@ -4,7 +4,7 @@ used by both the HTML templates and the JSON API.
 A page of the gallery costs three queries whatever the number of
 generations a user has: the counts per status, one page of generations
 (newest first, on the (user_id, created_at) index) and all assets of that
-page at once.
+page at once; the last is skipped for generations whose section is cached.
 """
 
 from __future__ import annotations
@@ -92,11 +92,19 @@ def shape(gen: dict, assets: list[dict], *, running: bool | None = None) -> dict
         # None when unknown (the API does not look); False means no process
         # holds the run lock: the run was killed and `aigen retry` resumes it.
         "running": running,
+        "updated_at": gen.get("updated_at"),
     }
     return g
 
 
-def load_page(store: Store, user_id: str, page: int, page_size: int) -> Page:
+def load_page(store: Store, user_id: str, page: int, page_size: int,
+              need_assets=None) -> Page:
+    """One page of a user's generations with their assets.
+
+    `need_assets(row)` may say that a generation's assets are not needed
+    (its section is already rendered and cached): those are shaped without
+    assets and their rows skipped by the asset query.
+    """
     counts = store.count_generations(user_id=user_id)
     total = sum(counts.values())
     pages = max(1, -(-total // page_size))
@@ -105,13 +113,20 @@ def load_page(store: Store, user_id: str, page: int, page_size: int) -> Page:
         "SELECT * FROM generations WHERE user_id = ? ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
         (user_id, page_size, (page - 1) * page_size),
     )
-    gens = [decode_generation(r) for r in rows]
-    by_gen: dict[str, list[dict]] = {g["id"]: [] for g in gens}
-    if gens:
-        marks = ",".join("?" for _ in gens)
-        for a in store.query(f"SELECT * FROM assets WHERE generation_id IN ({marks})", list(by_gen)):
+    wanted = {r["id"] for r in rows if need_assets is None or need_assets(r)}
+    by_gen: dict[str, list[dict]] = {gid: [] for gid in wanted}
+    if wanted:
+        marks = ",".join("?" for _ in wanted)
+        for a in store.query(f"SELECT * FROM assets WHERE generation_id IN ({marks})", list(wanted)):
             by_gen[a["generation_id"]].append(a)
-    return Page([shape(g, by_gen[g["id"]]) for g in gens], total, page, pages, counts)
+    # A generation whose section is cached needs no shaping: only what the page
+    # around the sections reads (id, status, the time that keys the cache).
+    gens = [
+        shape(decode_generation(r), by_gen[r["id"]]) if r["id"] in wanted
+        else {"id": r["id"], "status": r["status"], "updated_at": r["updated_at"], "cached": True}
+        for r in rows
+    ]
+    return Page(gens, total, page, pages, counts)
 
 
 def load_generation(store: Store, user_id: str, gen_id: str) -> dict | None:

@@ -14,8 +14,8 @@
   <p>They show up on this page as soon as the work starts, and play here when they are ready.</p>
 </section>
 % end
-% for i, g in enumerate(pg.generations):
-%   include('section', g=g, full=False, eager=(i == 0))
+% for html in sections:
+{{!html}}
 % end
 % if pg.pages > 1:
 <nav class="pager" aria-label="Pages">
