@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from aigen.config import Home
+from aigen.locks import is_held
 from aigen.notify import desktop as desktop_mod
 from aigen.notify import mail as mail_mod
 from aigen.notify import queue
@@ -392,7 +393,7 @@ class DaemonMarker:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         for stale in _marker_files(self.dir):
-            if stale != self.path and not _is_held(stale):
+            if stale != self.path and not is_held(stale):
                 stale.unlink(missing_ok=True)
         # Lock under a temporary name, then rename: a checker never sees the
         # final name unlocked while this daemon is starting.
@@ -417,22 +418,6 @@ def _marker_files(directory: Path) -> Iterable[Path]:
     return sorted(directory.glob(f"{LOCK_PREFIX}*.lock"))
 
 
-def _is_held(path: Path) -> bool:
-    import fcntl
-
-    try:
-        fh = open(path, "r")
-    except FileNotFoundError:
-        return False
-    with fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-        return False
-
-
 def running_daemons(home: Home) -> list[int] | None:
     """Pids of the notify daemons running on this home; None when this platform cannot tell."""
     try:
@@ -441,7 +426,7 @@ def running_daemons(home: Home) -> list[int] | None:
         return None
     pids = []
     for path in _marker_files(home.path / LOCK_DIR):
-        if _is_held(path):
+        if is_held(path):
             try:
                 pids.append(int(path.name[len(LOCK_PREFIX):-len(".lock")]))
             except ValueError:

@@ -82,20 +82,13 @@ def run_lock(home: Home, gen_id: str) -> Iterator[None]:
 
 def is_running(home: Home, gen_id: str) -> bool:
     """True when some process holds the run lock of this generation."""
-    path = home.path / "locks" / f"{gen_id}.lock"
-    if not path.exists():
-        return False
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover
+        import fcntl  # noqa: F401
+    except ImportError:  # pragma: no cover - Windows: cannot tell, assume it runs
         return True
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-        return False
+    from aigen.locks import is_held
+
+    return is_held(home.path / "locks" / f"{gen_id}.lock")
 
 
 # One pool per provider for the whole process, sized to the provider's cap: several

@@ -1,0 +1,29 @@
+"""Advisory file locks that the OS releases when their process dies, even on SIGKILL.
+
+They mark "some process is working on this" (a generation's run, a notify
+daemon) without pid files that go stale.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def is_held(path: Path) -> bool:
+    """True when some process holds an exclusive flock on `path` (False if it does not exist).
+
+    Needs fcntl (POSIX); callers on other platforms decide what "unknown" means.
+    """
+    import fcntl
+
+    try:
+        fh = open(path, "r")
+    except FileNotFoundError:
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return False
