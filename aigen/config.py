@@ -47,8 +47,19 @@ class Home:
         return self.path / CONTENT_DIR
 
     def ensure(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.content_dir.mkdir(exist_ok=True)
+        """Create the home (mode 0700: prompts, emails and files are private) and its content folder."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.content_dir.mkdir(exist_ok=True, mode=0o700)
+        except FileExistsError:
+            raise BadInput(f"invalid home {str(self.path)!r} (from {self.source}): it exists and is not a directory",
+                           hint="choose a directory with --home DIR or AIGEN_HOME") from None
+        except OSError as e:
+            raise BadInput(f"cannot use home {str(self.path)!r} (from {self.source}): {e.strerror or e}",
+                           hint="choose a directory you can write with --home DIR or AIGEN_HOME") from None
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise BadInput(f"cannot use home {str(self.path)!r} (from {self.source}): it is not writable",
+                           hint="choose a directory you can write with --home DIR or AIGEN_HOME")
 
 
 def default_home() -> Path:
@@ -58,6 +69,8 @@ def default_home() -> Path:
 
 
 def resolve_home(flag: str | os.PathLike | None = None) -> Home:
+    if flag is not None and not str(flag).strip():
+        raise BadInput("invalid --home '': give a directory")
     if flag:
         return Home(Path(flag).expanduser().resolve(), "--home")
     env = os.environ.get("AIGEN_HOME")
@@ -94,7 +107,7 @@ def validate_count(name: str, value: int) -> int:
     return value
 
 
-_SIZE_RE = re.compile(r"^\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*$")
+_SIZE_RE = re.compile(r"^\s*(\d{1,9})\s*[xX×]\s*(\d{1,9})\s*$")
 
 
 def parse_size(name: str, text: str, *, even: bool = False, lo: int = 64, hi: int = 4096) -> tuple[int, int]:
@@ -112,5 +125,5 @@ def parse_size(name: str, text: str, *, even: bool = False, lo: int = 64, hi: in
 
 def validate_duration(value: float) -> float:
     if not (0.5 <= value <= 60):
-        raise BadInput(f"invalid duration {value}: must be between 0.5 and 60 seconds")
+        raise BadInput(f"invalid --duration {value:g}: must be between 0.5 and 60 seconds")
     return float(value)

@@ -1,6 +1,7 @@
 """The CLI through typer's CliRunner: happy path, --json, bad input, exit codes."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -100,7 +101,8 @@ BAD_INPUTS = [
     (["p", "--user", "alice", "--image-provider", "dalle9"], "unknown provider 'dalle9'"),
     (["p", "--user", "alice", "--image-size", "big"], "invalid --image-size 'big'"),
     (["p", "--user", "alice", "--video-size", "641x480"], "must be even"),
-    (["p", "--user", "alice", "--duration", "0"], "invalid duration"),
+    (["p", "--user", "alice", "--duration", "0"], "invalid --duration 0"),
+    (["p", "--user", "alice", "--video-size", "100000x100000"], "between 64 and 4096"),
     (["p", "--user", "alice", "--notify-at", "25:00"], "--notify-at '25:00'"),
     (["p", "--user", "alice", "--notify-at", "2020-01-01T10:00"], "in the past"),
     (["p", "--user", "alice", "--notify-at", "tomorrowish"], "'tomorrowish'"),
@@ -199,3 +201,70 @@ def test_help_does_not_import_heavy_modules():
     for sub in ("generate", "status", "retry"):
         out = subprocess.run([sys.executable, "-m", "aigen", sub, "--help"], capture_output=True, text=True)
         assert out.returncode == 0 and "Usage" in out.stdout
+
+
+def test_home_that_is_a_file_or_empty_is_bad_input(cli, home, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    r = cli("--home", afile, "generate", "p", "--user", "a", "--images", "1", "--videos", "0", "--json")
+    assert r.exit_code == 2
+    assert "is not a directory" in json.loads(r.stdout)["message"]
+    r = cli("--home", "", "status")
+    assert r.exit_code == 2 and "invalid --home ''" in r.output
+
+
+def test_home_and_database_are_private(cli, home):
+    import stat
+
+    r = cli("generate", "p", "--user", "a", "--images", "1", "--videos", "0", "--image-size", "64x64", "-q")
+    assert r.exit_code == 0
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert stat.S_IMODE((home / "aigen.db").stat().st_mode) == 0o600
+
+
+def test_quiet_prints_one_summary_line(cli, home, monkeypatch):
+    # --notify-via none: a console notification is a delivery, not part of the summary.
+    r = cli("generate", "p", "--user", "a", "--images", "2", "--videos", "0", "--image-size", "64x64", "-q",
+            "--notify-via", "none")
+    assert r.exit_code == 0
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Completed ") and "2 of 2 assets" in lines[0]
+    monkeypatch.setenv("AIGEN_TEST_FAIL", "1")
+    r = cli("generate", "p", "--user", "a", "--images", "2", "--videos", "0", "--image-size", "64x64",
+            "--image-provider", "flaky", "-q", "--notify-via", "none")
+    assert r.exit_code == 1
+    assert "Failed" in r.output and "1 of 2 assets" in r.output and "aigen retry" in r.output
+
+
+def test_made_in_this_run_counts_files_made(cli, home, monkeypatch):
+    monkeypatch.setenv("AIGEN_TEST_FAIL", "1,2")
+    r = cli("generate", "p", "--user", "a", "--images", "3", "--videos", "0", "--image-size", "64x64",
+            "--image-provider", "flaky")
+    assert r.exit_code == 1 and "(1 made in this run)" in r.output
+
+
+def test_retry_checks_keys_before_touching_anything(cli, home, monkeypatch):
+    from aigen.store import Store
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    h = resolve_home(None)
+    h.ensure()
+    store = Store(h.db_path)
+    gid = store.create_generation({"user_id": "a", "prompt": "p", "image_count": 1, "video_count": 0},
+                                  [{"kind": "image", "idx": 1, "provider": "openai", "model": "gpt-image-2",
+                                    "seed": 1, "width": 1024, "height": 1024}])
+    r = cli("retry", gid)
+    assert r.exit_code == 2 and "OPENAI_API_KEY" in r.output
+    a = store.assets(gid)[0]
+    assert a["attempts"] == 0 and a["status"] == "queued" and a["error"] is None
+
+
+def test_usage_errors_are_json_with_json(tmp_path):
+    env = dict(os.environ, AIGEN_HOME=str(tmp_path / "h"))
+    for args in (["generate", "fox", "-u", "a", "--images", "x", "--json"], ["generate", "--json", "-u", "a"]):
+        p = subprocess.run([sys.executable, "-m", "aigen", *args], capture_output=True, text=True, env=env)
+        assert p.returncode == 2
+        assert json.loads(p.stdout)["error"] == "bad_input"
+    p = subprocess.run([sys.executable, "-m", "aigen", "generate", "fox"], capture_output=True, text=True, env=env)
+    assert p.returncode == 2 and "Missing option" in p.stderr
+    assert not (tmp_path / "h").exists()

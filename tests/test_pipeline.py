@@ -188,3 +188,52 @@ def test_sigkill_mid_run_then_retry_completes_without_redoing(home, calls, tmp_p
             assert a["sha256"] == done_before[a["idx"]]
             assert a["attempts"] == 1
     assert no_partial_files(gen_dir) == []
+
+
+def test_ctrl_c_keeps_the_run_lock_until_started_assets_have_stopped(home, calls):
+    env = dict(os.environ, AIGEN_TEST_DELAY="0.8")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aigen", "generate", "a slow prompt", "--user", "alice", "--images", "4",
+         "--videos", "0", "--image-provider", "slow", "--image-size", "64x64", "--quiet"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    h = resolve_home(home)
+    deadline = time.monotonic() + 60
+    store, gid = None, None
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        if not h.db_path.exists():
+            continue
+        store = store or Store(h.db_path)
+        rows = store.query("SELECT id FROM generations")
+        if rows and any(a["status"] == "done" for a in store.assets(rows[0]["id"])):
+            gid = rows[0]["id"]
+            break
+    else:  # pragma: no cover
+        proc.kill()
+        pytest.fail("the run never got going")
+    time.sleep(0.2)  # the next asset is now being written
+    proc.send_signal(signal.SIGINT)
+    # The run lock is held until the work already started has stopped: when it
+    # is free, no asset is still running and nothing more will be written.
+    while is_running(h, gid):
+        with pytest.raises(Busy):
+            with run_lock(h, gid):
+                pass
+        time.sleep(0.02)
+    assert not any(a["status"] == "running" for a in store.assets(gid))
+    calls_at_release = len(calls())
+    files_at_release = sorted(p.name for p in (h.content_dir / "alice" / gid).iterdir())
+    proc.wait(timeout=30)
+    assert len(calls()) == calls_at_release
+    assert sorted(p.name for p in (h.content_dir / "alice" / gid).iterdir()) == files_at_release
+    assert proc.returncode == 130, proc.stderr.read().decode()
+    assert "aigen retry" in proc.stderr.read().decode()
+    assets = store.assets(gid)
+    assert not any(a["status"] == "running" for a in assets)
+    gen_dir = h.content_dir / "alice" / gid
+    assert no_partial_files(gen_dir) == []
+    result = Runner(store, h).run(gid)
+    assert result.generation["status"] == "Completed"
+    # Every image was asked for exactly once: the interrupted run finished what it had started.
+    assert sorted(int(c[2]) for c in calls()) == [1, 2, 3, 4]

@@ -69,5 +69,28 @@ app.command("events")(_events.events)
 app.add_typer(_user.app, name="user")
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """The console script.
+
+    With --json, a usage error (a missing argument, a number that is not one)
+    is answered as JSON on stdout like every other bad input, exit 2; without
+    it, Click's own message and exit code 2 stand.
+    """
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--json" not in args:
+        app(args, prog_name="aigen")
+        return
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args, prog_name="aigen", standalone_mode=False)
+    except Exception as e:
+        # Typer may vendor Click or use it: recognise its UsageError by name.
+        if not any(c.__name__ == "UsageError" for c in type(e).__mro__):
+            raise
+        from aigen.cli.output import print_json
+
+        print_json({"error": "bad_input", "message": e.format_message()})
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)

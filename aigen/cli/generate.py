@@ -65,7 +65,7 @@ def generate(
         "cost where the price is known. Calls no provider and writes nothing.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display; only the summary."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display or file table: one summary line (id, status, counts)."),
 ) -> None:
     """Make videos and images from PROMPT into generated_content/<user>/<generation>/.
 

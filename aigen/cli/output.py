@@ -25,9 +25,11 @@ def fail(err: AigenError, *, as_json: bool = False) -> NoReturn:
     if as_json:
         print_json(err.to_dict())
     else:
-        err_console.print(f"[bold red]Error:[/] {escape(err.message)}")
+        # soft_wrap: the terminal wraps long messages itself; Rich must not cut
+        # a value or a path in two with a hard newline.
+        err_console.print(f"[bold red]Error:[/] {escape(err.message)}", soft_wrap=True)
         if err.hint:
-            err_console.print(f"[dim]Hint:[/] {escape(err.hint)}")
+            err_console.print(f"[dim]Hint:[/] {escape(err.hint)}", soft_wrap=True)
     raise typer.Exit(err.exit_code)
 
 

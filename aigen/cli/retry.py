@@ -12,7 +12,7 @@ def retry(
     ctx: typer.Context,
     generation_id: str = typer.Argument(..., help="The generation id (or a unique prefix of 4+ characters)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display; only the summary."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display or file table: one summary line (id, status, counts)."),
 ) -> None:
     """Finish a Failed or interrupted generation: assets already made are never made again.
 
@@ -36,6 +36,17 @@ def retry(
             elif not quiet:
                 console.print(f"Generation {gen_id} is already Completed: nothing to retry.")
             raise typer.Exit(0)
+        from aigen.errors import Busy
+        from aigen.pipeline.run import is_running
+        from aigen.providers.base import get_provider
+
+        if is_running(state.home, gen_id):
+            raise Busy(f"generation {gen_id} is being processed by another aigen process",
+                       hint=f"follow it with `aigen status {gen_id}`")
+        # The same checks as `generate`: a missing key stops here, before the
+        # assets' attempts and errors are touched.
+        for name, kind in sorted({(a["provider"], a["kind"]) for a in missing}):
+            get_provider(name, home=state.home.path).check_ready(kind)
         if not as_json and not quiet:
             console.print(f"Generation [bold]{gen_id}[/]: making {len(missing)} missing asset(s).")
         code = run_foreground(store, state.home, gen_id, as_json=as_json, quiet=quiet)

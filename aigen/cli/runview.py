@@ -80,18 +80,27 @@ def run_foreground(store, home: Home, gen_id: str, *, as_json: bool, quiet: bool
         if after_run is not None:
             data["notification"] = after_run(gen)
         print_json(data)
-    elif not quiet:
-        console.print(files_table(assets, home.path))
+    else:
         made = sum(1 for a in assets if a["status"] == "done")
+        todo_ids = {a["id"] for a in todo}
+        made_now = sum(1 for a in assets if a["id"] in todo_ids and a["status"] == "done")
         colour = "green" if gen["status"] == "Completed" else "red"
-        console.print(
-            f"[{colour}]{gen['status']}[/]: {made} of {total} assets "
-            f"({len(todo)} made in this run) in {elapsed:.1f} s. Generation [bold]{gen['id']}[/] "
-            f"for user {escape(gen['user_id'])}."
-        )
-        if gen["status"] == "Failed":
-            console.print(f"[red]{escape(gen.get('error') or '')}[/]")
-            console.print(f"Make the missing assets with: [bold]aigen retry {gen['id']}[/]")
+        if quiet:
+            # One line, so scripts and logs still learn the id and the outcome.
+            line = f"{gen['status']} {gen['id']}: {made} of {total} assets"
+            if gen["status"] == "Failed":
+                line += f"; make the missing ones with: aigen retry {gen['id']}"
+            console.print(f"[{colour}]{escape(line)}[/]", soft_wrap=True)
+        else:
+            console.print(files_table(assets, home.path))
+            console.print(
+                f"[{colour}]{gen['status']}[/]: {made} of {total} assets "
+                f"({made_now} made in this run) in {elapsed:.1f} s. Generation [bold]{gen['id']}[/] "
+                f"for user {escape(gen['user_id'])}."
+            )
+            if gen["status"] == "Failed":
+                console.print(f"[red]{escape(gen.get('error') or '')}[/]")
+                console.print(f"Make the missing assets with: [bold]aigen retry {gen['id']}[/]")
     if after_run is not None and not as_json:
         after_run(gen)
     return EXIT_OK if gen["status"] == "Completed" else EXIT_FAILED

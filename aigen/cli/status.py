@@ -71,26 +71,42 @@ def status(
     table = Table(box=None, pad_edge=False, padding=(0, 1), header_style="bold underline")
     # Fixed columns get the width their content needs; the prompt excerpt takes
     # what is left, so the table stays readable at 80 columns.
-    user_w = min(16, max(4, *(len(r["user_id"]) for r in rows)))
-    widths = {"id": 12, "user": user_w, "status": 10, "img": 5, "vid": 5, "created": 11, "generated": 11}
-    prompt_w = max(8, min(40, console.width - sum(widths.values()) - 2 * len(widths) - 1))
+    cells = []
+    for r in rows:
+        st = r["status"]
+        label = st
+        if st == "Processing" and not r["running"]:
+            label = "Stalled"
+        cells.append({
+            "id": r["id"],
+            "user": r["user_id"],
+            "status": label,
+            "img": f"{r['images_done']}/{r['image_count'] or 0}",
+            "vid": f"{r['videos_done']}/{r['video_count'] or 0}",
+            "created": local_time(r["created_at"], short=True),
+            "generated": local_time(r["generated_at"], short=True),
+            "prompt": r["prompt"],
+        })
+    fixed = ("id", "user", "status", "img", "vid", "created", "generated")
+    # Fixed columns take exactly what their values need (user ids capped at 16);
+    # the prompt excerpt gets the rest, so the table fits 80 columns.
+    widths = {c: max(len(c), *(len(x[c]) for x in cells)) for c in fixed}
+    widths["user"] = min(widths["user"], 16)
+    prompt_w = max(8, min(60, console.width - sum(widths.values()) - 2 * (len(fixed) + 1)))
+    styles = {"Completed": "green", "Failed": "red", "Processing": "cyan", "Stalled": "yellow"}
     for col in ("id", "user", "prompt", "status", "img", "vid", "created", "generated"):
         width = prompt_w if col == "prompt" else widths[col]
         table.add_column(col, no_wrap=True, width=width, overflow="ellipsis")
-    for r in rows:
-        st = r["status"]
-        label = f"[{STATUS_STYLE.get(st, '')}]{st}[/]"
-        if st == "Processing" and not r["running"]:
-            label = "[yellow]Stalled[/]"
+    for x in cells:
         table.add_row(
-            r["id"],
-            escape(r["user_id"]),
-            escape(excerpt(r["prompt"], prompt_w)),
-            label,
-            f"{r['images_done']}/{r['image_count'] or 0}",
-            f"{r['videos_done']}/{r['video_count'] or 0}",
-            local_time(r["created_at"], short=True),
-            local_time(r["generated_at"], short=True),
+            x["id"],
+            escape(x["user"]),
+            escape(excerpt(x["prompt"], prompt_w)),
+            f"[{styles.get(x['status'], '')}]{x['status']}[/]",
+            x["img"],
+            x["vid"],
+            x["created"],
+            x["generated"],
         )
     console.print(table)
     summary = ", ".join(f"{counts.get(s, 0)} {s.lower()}" for s in STATUS_STYLE)
@@ -152,26 +168,34 @@ def _detail(store, home, gen_id: str, as_json: bool, running: bool) -> None:
     console.print(f"Prompt: {escape(gen['prompt'])}")
     console.print(f"Created {local_time(gen['created_at'])}; generated {local_time(gen['generated_at']) or '-'}; "
                   f"seed {gen['seed']}")
+    models = sorted({f"{a['provider']}/{a['model']}" for a in assets if a["model"]})
+    if models:
+        console.print(f"Models: {escape(', '.join(models))}")
     if gen.get("notify_at") or gen.get("notify_status") not in (None, "none"):
         when = local_time(gen["notify_at"]) if gen.get("notify_at") else "completion"
         console.print(f"Notify at {when}: {gen.get('notify_status') or 'pending'}"
                       + (f" ({escape(gen['notify_error'])})" if gen.get("notify_error") else ""))
     if gen.get("error"):
         console.print(f"[red]{escape(gen['error'])}[/]")
-    table = Table()
-    for col in ("asset", "provider", "status", "file / error", "size", "dimensions", "seed", "tries"):
-        table.add_column(col, overflow="fold")
+    from pathlib import PurePosixPath
+
+    folder = home.path / "generated_content" / gen["user_id"] / gen["id"]
+    # File names only, the folder once in the caption: readable at 80 columns.
+    table = Table(caption=escape(f"in {folder}"), caption_justify="left", box=None, pad_edge=False,
+                  padding=(0, 1), header_style="bold underline")
+    for col in ("asset", "provider", "status", "file / error", "size", "dims", "seed", "tries"):
+        table.add_column(col, overflow="fold", no_wrap=col != "file / error")
     for a in assets:
         dims = f"{a['width']}x{a['height']}" if a["width"] else ""
         if a["duration"]:
-            dims += f", {a['duration']:.1f}s"
-        where = str(home.path / a["path"]) if a["path"] else (a["error"] or "")
+            dims += f" {a['duration']:.1f}s"
+        where = PurePosixPath(a["path"]).name if a["path"] else (a["error"] or "")
         if a["status"] == "running" and a.get("progress") is not None:
             where = f"{a['progress'] * 100:.0f}%"
         style = {"done": "green", "failed": "red", "running": "cyan"}.get(a["status"], "dim")
         table.add_row(
             f"{a['kind']} {a['idx']}",
-            escape(f"{a['provider']}/{a['model']}" if a["model"] else a["provider"]),
+            escape(a["provider"]),
             f"[{style}]{a['status']}[/]",
             escape(where),
             human_bytes(a["bytes"]),

@@ -58,9 +58,35 @@ def remove_stale_parts(directory: Path) -> int:
         return 0
     for p in directory.iterdir():
         if p.name.startswith(".") and p.name.endswith(PART_SUFFIX):
+            if _writer_alive(p.name):
+                continue
             try:
                 p.unlink()
                 n += 1
             except FileNotFoundError:
                 pass
     return n
+
+
+def _writer_alive(name: str) -> bool:
+    """Whether the process named in a temporary file's name (".x.PID.HEX.part") still runs.
+
+    Belt and braces: the run lock already keeps two runs apart, but a file a
+    live process is writing is never pulled from under it.
+    """
+    parts = name[: -len(PART_SUFFIX)].split(".")
+    try:
+        pid = int(parts[-2])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True

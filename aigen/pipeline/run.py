@@ -269,6 +269,13 @@ class Runner:
             self.stop.set()
             for f in futures:
                 f.cancel()
+            # Keep the run lock until the assets already started have stopped:
+            # providers notice the stop within moments (between frames, between
+            # polls). Leaving earlier would let `aigen retry` start on the same
+            # assets while these threads still write them. A second Ctrl-C leaves
+            # at once (the lock goes with this process anyway when it exits).
+            log.warning("stopping: waiting for the assets already started to stop")
+            wait([f for f in futures if not f.cancelled()])
             raise
 
     def _run_one(self, gen: dict, asset: dict, directory: Path) -> None:

@@ -102,7 +102,7 @@ class Provider:
     def check_ready(self, kind: str) -> None:
         """Raise before anything is written if this provider cannot make `kind`."""
         if kind not in self.kinds:
-            makes = " and ".join(sorted(self.kinds)) or "nothing"
+            makes = " and ".join(f"{k}s" for k in sorted(self.kinds)) or "nothing"
             raise BadInput(f"provider {self.name!r} cannot make {kind}s (it makes {makes})")
         missing = self.missing_keys()
         if missing:

@@ -35,6 +35,14 @@ class LocalProvider(Provider):
             return AssetOutput(format="png", model=self.default_models["image"], cost=0.0, exact_size=True)
         from aigen.media.video import render_video
 
+        def progress(fraction: float) -> None:
+            reporter.progress(fraction)
+            # Stop between frames when the run is being stopped (Ctrl-C): the
+            # encoder then removes its partial file.
+            check = getattr(reporter, "check_stop", None)
+            if check is not None:
+                check()
+
         render_video(
             req.prompt,
             req.seed,
@@ -44,6 +52,6 @@ class LocalProvider(Provider):
             req.duration or 4.0,
             req.fps,
             dest,
-            progress=reporter.progress,
+            progress=progress,
         )
         return AssetOutput(format="mp4", model=self.default_models["video"], cost=0.0, exact_size=True)

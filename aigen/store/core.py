@@ -86,6 +86,13 @@ class Store:
         self._local = threading.local()
         self._write_lock = _write_lock(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            # Private from the start: it holds prompts, emails and session ids.
+            # SQLite gives its -wal and -shm files the same mode.
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass
         if migrate:
             self.migrate()
 
