@@ -902,7 +902,8 @@ def test_aigen_serve_prints_its_url_serves_and_stops_cleanly_on_ctrl_c(home):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert (open_home(home)[0].path / "gallery.url").read_text().strip() == info["url"]
+    # --port 0: the system picked the port, which dies with the server, so it is not remembered for links.
+    assert not (open_home(home)[0].path / "gallery.url").exists()
 
 
 def test_serve_open_opens_the_browser_at_the_printed_url(cli, home, monkeypatch):
@@ -979,3 +980,167 @@ def test_range_requests_over_waitress_send_exactly_the_range(env):
             assert body == full[start:end + 1], rng
             assert int(r.getheader("content-length")) == end - start + 1
         conn.close()
+
+
+# -- review fixes: serve refusals write nothing, big ids, --kind, links, view logging -------------------
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "nosuch.invalid", "0.0.0.0:1", "8.8.8.8"])
+@pytest.mark.parametrize("as_json", [False, True])
+def test_serve_refuses_a_host_it_cannot_use_and_writes_nothing(cli, home, host, as_json):
+    r = cli("serve", "--host", host, "--port", "0", *(["--json"] if as_json else []))
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output and f"invalid --host '{host}'" in r.output
+    if as_json:
+        data = json.loads(r.output)
+        assert data["error"] == "bad_input" and host in data["message"]
+    assert not home.exists(), sorted(os.listdir(home))
+
+
+def test_serve_with_a_port_in_use_writes_nothing(cli, home):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = cli("serve", "--port", port, "--json")
+    assert r.exit_code == 2
+    assert "already in use" in json.loads(r.output)["message"]
+    assert not home.exists()
+
+
+def test_serve_on_a_port_the_system_picked_is_not_remembered_for_links(cli, home, monkeypatch):
+    from aigen.web import server as server_mod
+
+    monkeypatch.delenv("AIGEN_PUBLIC_URL", raising=False)
+    monkeypatch.setattr(server_mod.GalleryServer, "run", lambda self: None)
+    r = cli("serve", "--port", "0", "--json")
+    assert r.exit_code == 0, r.output
+    h = open_home(home)[0]
+    assert not (h.path / "gallery.url").exists()
+    assert links.magic_link(h, "alice").startswith("http://127.0.0.1:8000/login/link/")
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = cli("serve", "--port", port, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["port"] == port
+    assert (h.path / "gallery.url").read_text().strip() == f"http://127.0.0.1:{port}"
+    assert links.magic_link(h, "alice").startswith(f"http://127.0.0.1:{port}/login/link/")
+
+
+def test_a_server_bound_before_its_app_answers_503_until_the_app_is_set(env):
+    import urllib.error
+    import urllib.request
+
+    from aigen.web.server import GalleryServer
+
+    with GalleryServer(None, "127.0.0.1", 0) as server:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(server.url + "/login", timeout=10)
+        assert err.value.code == 503 and err.value.headers["Retry-After"] == "1"
+        server.app = env.app
+        with urllib.request.urlopen(server.url + "/login", timeout=10) as resp:
+            assert resp.status == 200
+
+
+def test_media_ids_too_big_for_sqlite_are_404(env):
+    gid = seed_generation(env.store, env.home, "alice")
+    vid = video_ids(env.store, gid)[0]
+    c = env.client()
+    c.login("alice")
+    for big in ("99999999999999999999999", str(2**63), "999999999999999999"):
+        for path in (f"/media/{big}", f"/media/{big}/poster"):
+            r = c.get(path)
+            assert r.status == 404, (path, r.status)
+            assert "nothing here" in r.text
+    # Still a number: leading zeros name the same asset.
+    assert c.get(f"/media/{vid:018d}").body == video_bytes(gid, 1)
+    assert c.get(f"/media/{vid:018d}/poster").status == 200
+
+
+def test_events_cli_refuses_an_unknown_kind_and_lists_the_known_ones(cli, home):
+    from aigen.web import EVENT_KINDS
+
+    r = cli("events", "--kind", "bogus")
+    assert r.exit_code == 2
+    assert "invalid --kind 'bogus'" in r.output and all(k in r.output for k in EVENT_KINDS)
+    r = cli("events", "--kind", "bogus", "--json")
+    assert r.exit_code == 2 and json.loads(r.output)["error"] == "bad_input"
+    for k in EVENT_KINDS:
+        assert cli("events", "--kind", k).exit_code == 0, k
+    assert not (home / "aigen.db").exists()
+
+
+def test_every_event_kind_the_gallery_writes_is_a_known_kind():
+    import aigen.web.app as app_mod
+    from aigen.web import EVENT_KINDS
+
+    source = open(app_mod.__file__, encoding="utf-8").read()
+    written = set(re.findall(r'self\.event\(\s*"([a-z_]+)"', source))
+    assert written == set(EVENT_KINDS)
+
+
+def test_refused_user_code_and_events_on_a_fresh_home_write_nothing(cli, home):
+    for args in (["user", "code", "bad id"], ["user", "code", "alice", "--rotate", "--revoke"],
+                 ["user", "code", "ghost", "--revoke"], ["events", "--kind", "bogus"], ["events", "--limit", "0"],
+                 ["events", "--user", "a b"], ["events", "--failed", "--kind", "logout"]):
+        for extra in ([], ["--json"]):
+            r = cli(*args, *extra)
+            assert r.exit_code == 2, (args, extra, r.output)
+            if extra:
+                assert json.loads(r.output)["error"] in ("bad_input", "not_found")
+            assert not home.exists(), (args, sorted(os.listdir(home)))
+
+
+def test_a_view_that_cannot_be_logged_still_serves_the_file(env, monkeypatch, caplog):
+    gid = seed_generation(env.store, env.home, "alice")
+    vid = video_ids(env.store, gid)[0]
+    c = env.client()
+    c.login("alice")
+    real = env.store.query_one
+
+    def failing(sql, *a, **kw):
+        if "FROM events" in sql:
+            raise RuntimeError("database is locked")
+        return real(sql, *a, **kw)
+
+    monkeypatch.setattr(env.store, "query_one", failing)
+    with caplog.at_level("WARNING", logger="aigen.web"):
+        r = c.get(f"/media/{vid}")
+    assert r.status == 200 and r.body == video_bytes(gid, 1)
+    assert any("could not check whether the view of asset" in rec.getMessage() for rec in caplog.records)
+    assert kinds(env.store).get("asset_view") is None
+    # Not remembered as logged: once the store works again, the view is written.
+    monkeypatch.setattr(env.store, "query_one", real)
+    assert c.get(f"/media/{vid}").status == 200
+    assert [e["asset_id"] for e in events(env.store, kind="asset_view")] == [vid]
+
+
+def test_the_open_file_is_closed_when_the_media_response_fails(env, monkeypatch):
+    import aigen.web.app as app_mod
+    import aigen.web.media as media_mod
+
+    gid = seed_generation(env.store, env.home, "alice")
+    vid = video_ids(env.store, gid)[0]
+    c = env.client()
+    c.login("alice")
+    bodies = []
+    real_file_response = app_mod.file_response
+
+    def capturing(*a, **kw):
+        res, rng = real_file_response(*a, **kw)
+        bodies.append(res.body)  # kept alive here, so only an explicit close() closes it
+        return res, rng
+
+    # As under waitress: the response body is the open file.
+    monkeypatch.setattr(media_mod, "_server_sends_files", lambda environ: True)
+    monkeypatch.setattr(app_mod, "file_response", capturing)
+
+    def broken(*a, **kw):
+        raise RuntimeError("logging exploded")
+
+    monkeypatch.setattr(env.app.gallery, "log_asset_view", broken)
+    r = c.get(f"/media/{vid}")
+    assert r.status == 500
+    assert len(bodies) == 1 and hasattr(bodies[0], "closed") and bodies[0].closed

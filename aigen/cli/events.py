@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Optional
 
 import typer
@@ -10,7 +9,6 @@ import typer
 from aigen.cli.output import console, escape, fail, local_time, print_json
 from aigen.errors import AigenError, BadInput
 
-KIND_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 KIND_STYLE = {"login_ok": "green", "magic_link_login": "green", "login_failed": "red", "logout": "dim"}
 
 
@@ -26,6 +24,7 @@ def events(
 ) -> None:
     """List the gallery's events, newest first: logins (ok or not, why, from where) and views."""
     from aigen import config
+    from aigen.web import EVENT_KINDS
 
     state = ctx.obj
     try:
@@ -35,8 +34,8 @@ def events(
             if kind not in (None, "login_failed"):
                 raise BadInput(f"--failed and --kind {kind!r} contradict each other: --failed means login_failed")
             kind = "login_failed"
-        if kind is not None and not KIND_RE.match(kind):
-            raise BadInput(f"invalid --kind {kind!r}: a lower-case word such as login_failed or asset_view")
+        if kind is not None and kind not in EVENT_KINDS:
+            raise BadInput(f"invalid --kind {kind!r}: must be one of {', '.join(EVENT_KINDS)}")
         if not 1 <= limit <= 10000:
             raise BadInput(f"invalid --limit {limit}: must be between 1 and 10000")
         store = state.store(create=False)

@@ -24,23 +24,36 @@ def serve(
     try:
         if not 0 <= port <= 65535:
             raise BadInput(f"invalid --port {port}: must be between 0 and 65535")
-        host = host.strip()
-        if not host or any(c.isspace() for c in host) or "/" in host:
-            raise BadInput(f"invalid --host {host!r}: give an IP address or a host name, e.g. 127.0.0.1")
-        from aigen.web.app import WebSettings, make_app
-        from aigen.web.links import public_base_url, record_served_url
-        from aigen.web.server import GalleryServer
+        from aigen.web.server import GalleryServer, check_host
 
-        home = state.home
-        store = state.store()
-        settings = WebSettings(home=home, host=host, port=port, store=store)
-        app = make_app(settings)
-        server = GalleryServer(app, host, port)
+        host = check_host(host)
+        # Bind before the home is touched (opening the store creates the
+        # database, making the app the secret): a host or port that cannot be
+        # used is refused with nothing written.
+        server = GalleryServer(None, host, port)
     except AigenError as e:
         fail(e, as_json=as_json)
 
+    try:
+        from aigen.web.app import WebSettings, make_app
+        from aigen.web.links import public_base_url, record_served_url
+
+        home = state.home
+        settings = WebSettings(home=home, host=host, port=server.port, store=state.store())
+        server.app = make_app(settings)
+    except AigenError as e:
+        server.shutdown()
+        fail(e, as_json=as_json)
+    except BaseException:
+        server.shutdown()
+        raise
+
     url = server.url
-    record_served_url(home, url)
+    if port != 0:
+        # A port the system picked is gone once this server stops: links made
+        # later (notifications) must not point there, so only an address
+        # chosen with --port is remembered.
+        record_served_url(home, url)
     exposed = not settings.loopback
     if as_json:
         print_json({"url": url, "host": host, "port": server.port, "home": str(home.path),

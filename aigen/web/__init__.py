@@ -7,6 +7,12 @@ never pull in Bottle.
 
 from __future__ import annotations
 
+# Every kind of row the gallery writes to the events table (README, "Events").
+# Here rather than in app.py so that `aigen events` can check --kind without
+# importing Bottle.
+EVENT_KINDS = ("login_ok", "login_failed", "magic_link_login", "logout", "gallery_view", "generation_view",
+               "asset_view", "api_view")
+
 
 def __getattr__(name: str):
     if name in ("make_app", "WebSettings"):

@@ -67,6 +67,9 @@ STATIC_FILES = {
 }
 COOKIE = "aigen_session"
 GEN_ID = r"[0-9a-f]{4,32}"
+# At most 18 digits: always below 2**63, so any id in a URL fits an SQLite
+# INTEGER (a longer one is a 404, not an OverflowError and a 500).
+ASSET_ID = r"[0-9]{1,18}"
 _GEN_ID_RE = re.compile(GEN_ID)
 _NEXT_RE = re.compile(r"^/(g/[0-9a-f]{4,32})?$")
 UA_MAX = 400
@@ -458,9 +461,15 @@ class Gallery:
         with self.dedupe.lock:
             if self.dedupe.seen(key):
                 return
-            logged = self.store.query_one(
-                "SELECT 1 FROM events WHERE session_id = ? AND asset_id = ? AND kind = 'asset_view' AND detail = ? "
-                "LIMIT 1", (sid, row["id"], detail))
+            try:
+                logged = self.store.query_one(
+                    "SELECT 1 FROM events WHERE session_id = ? AND asset_id = ? AND kind = 'asset_view' "
+                    "AND detail = ? LIMIT 1", (sid, row["id"], detail))
+            except Exception:
+                # Like event(): the file is still served. Not remembered as
+                # seen, so the next request tries to log it again.
+                log.warning("could not check whether the view of asset %s was logged", row["id"], exc_info=True)
+                return
             if not logged:
                 self.event("asset_view", **fields)
             self.dedupe.add(key)
@@ -671,7 +680,8 @@ class Gallery:
         return self.json({"id": gen_id, "status": row["status"], "done": row["done"], "total": row["total"]})
 
     # -- routes: files ---------------------------------------------------------------------
-    def media(self, asset_id: int, poster: bool = False):
+    def media(self, asset_id: int | str, poster: bool = False):
+        asset_id = int(asset_id)
         user = self.current_user()
         via_basic = False
         if user is None:
@@ -693,9 +703,17 @@ class Gallery:
         name = safe_download_name(f"{row['generation_id']}-{Path(rel).name}") if download else None
         res, rng = file_response(path, request.environ, etag_seed=None if poster else row["sha256"],
                                  download_name=name)
-        res.set_header("Content-Security-Policy", MEDIA_CSP)
-        if not poster and res.status_code in (200, 206, 304) and request.method != "HEAD":
-            self.log_asset_view(user, row, "download" if download else "view", rng, via_basic)
+        try:
+            res.set_header("Content-Security-Policy", MEDIA_CSP)
+            if not poster and res.status_code in (200, 206, 304) and request.method != "HEAD":
+                self.log_asset_view(user, row, "download" if download else "view", rng, via_basic)
+        except BaseException:
+            # Under waitress the body is the open file itself: this response
+            # is never sent, so close it now rather than when GC finds it.
+            close = getattr(res.body, "close", None)
+            if close is not None:
+                close()
+            raise
         return res
 
     def poster(self, asset_id: int):
@@ -733,8 +751,8 @@ def make_app(settings: WebSettings) -> Bottle:
     app.route(f"/api/generations/<gen_id:re:{GEN_ID}>", "GET", g.api_generation)
     app.route(f"/api/generations/<gen_id:re:{GEN_ID}>/status", "GET", g.api_status)
     # HEAD is answered by the GET routes (Bottle falls back to them).
-    app.route("/media/<asset_id:int>", "GET", g.media)
-    app.route("/media/<asset_id:int>/poster", "GET", g.poster)
+    app.route(f"/media/<asset_id:re:{ASSET_ID}>", "GET", g.media)
+    app.route(f"/media/<asset_id:re:{ASSET_ID}>/poster", "GET", g.poster)
     app.route("/static/<name>", "GET", g.static_file)
     app.route("/favicon.ico", "GET", g.favicon)
     for code in (400, 401, 403, 404, 405, 413, 429, 500):

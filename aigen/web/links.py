@@ -115,7 +115,11 @@ SERVED_URL_FILE = "gallery.url"
 
 
 def record_served_url(home: Home | Path, url: str) -> None:
-    """Remember the address `aigen serve` last listened on, for links made while it is not told otherwise."""
+    """Remember the address `aigen serve` last listened on, for links made while it is not told otherwise.
+
+    `aigen serve` calls it only for a port given with --port: a port the
+    system picked (--port 0) dies with the server, and a link to it would too.
+    """
     base = home.path if isinstance(home, Home) else Path(home)
     base.mkdir(parents=True, exist_ok=True)
     path = base / SERVED_URL_FILE
@@ -139,7 +143,8 @@ def magic_link(home: Home | Path, user_id: str, generation_id: str | None = None
     """A URL that logs `user_id` straight into the gallery page of `generation_id`.
 
     The base URL is AIGEN_PUBLIC_URL, else `base_url`, else the address
-    `aigen serve` last listened on in this home, else http://127.0.0.1:8000.
+    `aigen serve` last listened on in this home with an explicit --port, else
+    http://127.0.0.1:8000.
     """
     token = magic_token(home, user_id, generation_id, expires=expires, now=now)
     return f"{public_base_url(base_url or served_base_url(home))}/login/link/{quote(token, safe='')}"
