@@ -67,40 +67,30 @@ def make_providers(asset_s: float, cap_image: int, cap_video: int, png: bytes, m
     """Two fake providers (images, videos) registered under their own names, with their own caps."""
     from aigen.providers.base import AssetOutput, Provider, register
 
-    class FakeImages(Provider):
-        name = "bench-images"
-        kinds = frozenset({"image"})
-        description = "benchmark fake: a fixed delay, then a tiny PNG"
-        default_models = {"image": "fake-1"}
-        concurrency = cap_image
-        tracker = Tracker()
+    def fake(kind: str, cap: int, fmt: str, write):
+        """A provider that waits `asset_s` (tracked), then writes its canned file."""
 
-        def generate(self, req, dest, reporter):
-            t0 = self.tracker.enter()
-            try:
-                time.sleep(asset_s)
-            finally:
-                self.tracker.leave(t0)
-            dest.write_bytes(png)
-            return AssetOutput(format="png", model="fake-1", cost=0.0, exact_size=False)
+        class Fake(Provider):
+            name = f"bench-{kind}s"
+            kinds = frozenset({kind})
+            description = f"benchmark fake: a fixed delay, then a tiny {fmt.upper()}"
+            default_models = {kind: "fake-1"}
+            concurrency = cap
+            tracker = Tracker()
 
-    class FakeVideos(Provider):
-        name = "bench-videos"
-        kinds = frozenset({"video"})
-        description = "benchmark fake: a fixed delay, then a tiny H.264 MP4"
-        default_models = {"video": "fake-1"}
-        concurrency = cap_video
-        tracker = Tracker()
+            def generate(self, req, dest, reporter):
+                t0 = self.tracker.enter()
+                try:
+                    time.sleep(asset_s)
+                finally:
+                    self.tracker.leave(t0)
+                write(dest)
+                return AssetOutput(format=fmt, model="fake-1", cost=0.0, exact_size=False)
 
-        def generate(self, req, dest, reporter):
-            t0 = self.tracker.enter()
-            try:
-                time.sleep(asset_s)
-            finally:
-                self.tracker.leave(t0)
-            shutil.copyfile(mp4, dest)
-            return AssetOutput(format="mp4", model="fake-1", cost=0.0, exact_size=False)
+        return Fake
 
+    FakeImages = fake("image", cap_image, "png", lambda dest: dest.write_bytes(png))
+    FakeVideos = fake("video", cap_video, "mp4", lambda dest: shutil.copyfile(mp4, dest))
     register(FakeImages.name, FakeImages)
     register(FakeVideos.name, FakeVideos)
     return FakeImages, FakeVideos

@@ -93,7 +93,7 @@ def status(
     widths = {c: max(len(c), *(len(x[c]) for x in cells)) for c in fixed}
     widths["user"] = min(widths["user"], 16)
     prompt_w = max(8, min(60, console.width - sum(widths.values()) - 2 * (len(fixed) + 1)))
-    styles = {"Completed": "green", "Failed": "red", "Processing": "cyan", "Stalled": "yellow"}
+    styles = {**STATUS_STYLE, "Stalled": "yellow"}
     for col in ("id", "user", "prompt", "status", "img", "vid", "created", "generated"):
         width = prompt_w if col == "prompt" else widths[col]
         table.add_column(col, no_wrap=True, width=width, overflow="ellipsis")
