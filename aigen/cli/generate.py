@@ -72,9 +72,14 @@ def generate(
     Every input is checked before anything is written. Exit codes: 0 all assets made,
     1 some failed (see `aigen status ID`, finish with `aigen retry ID`), 2 bad input.
     """
+    from aigen.cli.runview import Terminated, catch_sigterm, stopped
     from aigen.pipeline.plan import RequestSpec, prepare
 
     state = ctx.obj
+    # SIGTERM (kill, timeout, systemctl stop) takes Ctrl-C's path from here on:
+    # a clean stop, a message, exit 143. The handler is restored when the command ends.
+    ctx.call_on_close(catch_sigterm())
+    gen_id = None
     try:
         if prompt == "-":
             prompt = sys.stdin.read()
@@ -118,7 +123,17 @@ def generate(
             store.ensure_user(user, email=email.strip())
     except AigenError as e:
         fail(e, as_json=as_json)
+    except Terminated as e:
+        raise stopped(gen_id, e) from None
+    try:
+        _start(state, store, home, gen_id, gen_row, user, images, videos, image_provider, video_provider,
+               detach=detach, as_json=as_json, quiet=quiet)
+    except Terminated as e:
+        raise stopped(gen_id, e) from None
 
+
+def _start(state, store, home, gen_id, gen_row, user, images, videos, image_provider, video_provider, *,
+           detach: bool, as_json: bool, quiet: bool) -> None:
     if detach:
         pid, log_path = spawn_detached(home, gen_id)
         store.set_generation_fields(gen_id, log_path=str(log_path))
