@@ -203,3 +203,21 @@ def test_remedies_name_the_home_given_with_home(cli, home, tmp_path):
     r = cli("--home", home, "doctor")
     assert r.exit_code == 1
     assert f"aigen --home {home} doctor --clear-stale-locks" in r.stdout
+
+
+def test_temporary_files_of_live_processes_are_left_alone(cli, home):
+    make(cli, home, n=1)
+    live = os.getppid()  # a process that is running
+    dead = 2**22 + 4321
+    (home / f".keys.json.{live}.ab12cd34.tmp").write_text("{}")
+    (home / "locks" / f".notify-daemon.{live}.tmp").write_text("1")
+    gone = home / f".keys.json.{dead}.ab12cd34.tmp"
+    gone.write_text("{}")
+    gone_daemon = home / "locks" / f".notify-daemon.{dead}.tmp"
+    gone_daemon.write_text("1")
+    code, out = doctor(cli)
+    assert code == 1
+    assert sorted(p["path"] for p in out["problems"]) == sorted([str(gone), str(gone_daemon)])
+    code, out = doctor(cli, "--remove-temp")
+    assert code == 0 and not gone.exists() and not gone_daemon.exists()
+    assert (home / f".keys.json.{live}.ab12cd34.tmp").exists()

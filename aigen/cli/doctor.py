@@ -47,7 +47,12 @@ def doctor(
         if not home.path.is_dir():
             raise BadInput(f"no aigen home at {home.path} (from {home.source}): nothing to check",
                            hint="choose the home with --home DIR or AIGEN_HOME")
-        report = check_home(home, deep=deep)
+        try:
+            report = check_home(home, deep=deep)
+        except OSError as e:
+            raise BadInput(f"cannot check home {home.path}: {e.strerror or e}"
+                           + (f": {e.filename}" if e.filename else ""),
+                           hint="run doctor as the user that owns the home") from None
         flags = {name for name, on in (("--remove-temp", remove_temp or fix),
                                        ("--clear-stale-locks", clear_stale_locks or fix),
                                        ("--move-orphans", move_orphans or fix),

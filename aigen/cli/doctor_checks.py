@@ -89,10 +89,11 @@ def _pid_alive(pid: int) -> bool:
 def _temp_writer_pid(name: str, suffix: str) -> int | None:
     """The pid in a temporary name ".target.PID.HEX<suffix>" (None when it has none)."""
     parts = name[: -len(suffix)].split(".")
-    try:
-        return int(parts[-2])
-    except (IndexError, ValueError):
-        return None
+    # ".image_1.png.PID.HEX.part", ".keys.json.PID.HEX.tmp", and the daemon's ".notify-daemon.PID.tmp"
+    for candidate in parts[-2:-1] + parts[-1:]:
+        if candidate.isdigit():
+            return int(candidate)
+    return None
 
 
 def _lock_held(path: Path) -> bool:
@@ -220,7 +221,7 @@ def check_home(home, *, deep: bool) -> Report:
             continue
         for tmp in sorted(folder.glob(".*.tmp")):
             pid = _temp_writer_pid(tmp.name, ".tmp")
-            if pid is not None and _pid_alive(pid):
+            if (pid is not None and _pid_alive(pid)) or _lock_held(tmp):
                 continue
             report.add(kind="temp_file", message=f"{tmp} is a temporary file left by a stopped process",
                        path=str(tmp), remedy="aigen doctor --remove-temp", mend="--remove-temp")
