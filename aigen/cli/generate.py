@@ -16,7 +16,8 @@ from aigen.errors import AigenError, BadInput
 
 def generate(
     ctx: typer.Context,
-    prompt: str = typer.Argument(..., help="What to make. Use '-' to read the prompt from standard input."),
+    prompt: str = typer.Argument(..., help="What to make. Use '-' to read the prompt from standard input. CR and CRLF become newlines; "
+                              "invisible-only prompts and bidirectional control characters are refused."),
     user: str = typer.Option(..., "--user", "-u", help="Who the content is for (letters, digits, . _ -; 1-64 chars)."),
     images: int = typer.Option(config.DEFAULT_IMAGES, "--images", help="How many images to make (0-10)."),
     videos: int = typer.Option(config.DEFAULT_VIDEOS, "--videos", help="How many videos to make (0-10)."),
@@ -70,7 +71,8 @@ def generate(
     """Make videos and images from PROMPT into generated_content/<user>/<generation>/.
 
     Every input is checked before anything is written. Exit codes: 0 all assets made,
-    1 some failed (see `aigen status ID`, finish with `aigen retry ID`), 2 bad input.
+    1 some failed (see `aigen status ID`, finish with `aigen retry ID`), 2 bad input,
+    130 Ctrl-C, 143 SIGTERM (started assets finish first; resume with `aigen retry ID`).
     """
     from aigen.cli.runview import Terminated, catch_sigterm, stopped
     from aigen.pipeline.plan import RequestSpec, prepare
