@@ -86,19 +86,58 @@ def validate_user_id(user_id: str) -> str:
     return user_id
 
 
+# Bidirectional embedding, override and isolate controls (U+202A-U+202E, U+2066-U+2069):
+# they make text display in another order than it is stored ("Trojan Source"), so a
+# prompt could read as something else in the terminal, the gallery or an email.
+_BIDI_CONTROLS = frozenset(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
+# Characters that are letters or symbols to Unicode but show nothing (fillers, blank
+# braille, the combining grapheme joiner, variation selectors).
+_INVISIBLE = frozenset(map(chr, [0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x2800, 0x3164, 0xFFA0,
+                                 *range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)]))
+PROMPT_RULE = ("1-4000 characters of visible text; tabs and newlines are allowed (a carriage return, alone "
+               "or before a newline, becomes a newline); no other control characters and no bidirectional "
+               "controls (U+202A-U+202E, U+2066-U+2069)")
+
+
+def _is_invisible(ch: str) -> bool:
+    import unicodedata
+
+    # Zs/Zl/Zp: spaces and separators; Cf: format characters (zero-width space and
+    # joiners, word joiner, soft hyphen, BOM, tags); Cc: tab and newline here.
+    return ch.isspace() or ch in _INVISIBLE or unicodedata.category(ch) in ("Cf", "Cc", "Zs", "Zl", "Zp")
+
+
 def validate_prompt(prompt: str) -> str:
-    if prompt is None or not prompt.strip():
+    """Check a prompt and return it normalised: CRLF and lone CR become LF, the ends are trimmed.
+
+    One rule for every way a prompt comes in (the argument, standard input, the API
+    of `prepare`): see PROMPT_RULE.
+    """
+    if prompt is None:
         raise BadInput("invalid prompt: it is empty or only whitespace")
-    if len(prompt) > PROMPT_MAX:
-        raise BadInput(f"invalid prompt: {len(prompt)} characters, the limit is {PROMPT_MAX}")
+    prompt = prompt.replace("\r\n", "\n").replace("\r", "\n")
     for i, ch in enumerate(prompt):
         code = ord(ch)
-        if (code < 32 and ch not in "\n\t\r") or 0x7F <= code <= 0x9F:
+        if (code < 32 and ch not in "\n\t") or 0x7F <= code <= 0x9F:
             raise BadInput(
                 f"invalid prompt: control character {ch!r} at position {i}; "
                 "only printable text, tabs and newlines are allowed"
             )
-    return prompt.strip()
+        if ch in _BIDI_CONTROLS:
+            raise BadInput(
+                f"invalid prompt: bidirectional control character U+{code:04X} at position {i}; it could make "
+                "the prompt display as something other than what is sent",
+                hint="remove it (it is invisible: retype the prompt or delete the characters around it)",
+            )
+    if all(_is_invisible(ch) for ch in prompt):
+        what = "empty or only whitespace" if all(ch.isspace() for ch in prompt) else \
+            "only invisible characters (zero-width, format or blank characters)"
+        raise BadInput(f"invalid prompt: it is {what}")
+    # Trim whitespace and the zero-width characters an editor or a Windows file leaves at the ends (BOM).
+    prompt = prompt.strip().strip("\ufeff\u200b\u2060").strip()
+    if len(prompt) > PROMPT_MAX:
+        raise BadInput(f"invalid prompt: {len(prompt)} characters, the limit is {PROMPT_MAX}")
+    return prompt
 
 
 def validate_count(name: str, value: int) -> int:

@@ -163,7 +163,7 @@ def test_notify_daemon_once_delivers_what_is_due_late_and_only_once(cli, home):
     assert "This notification is late" in " ".join(r.output.split())
     assert "Delivered 1 notification(s), 1 late; nothing else is scheduled." in r.output
     r = cli("notify-daemon", "--once", "--json")
-    assert json.loads(r.stdout) == {"delivered": [], "waiting": 0, "next_due_at": None}
+    assert json.loads(r.stdout) == {"delivered": [], "not_delivered": [], "waiting": 0, "next_due_at": None}
 
 
 def test_notify_daemon_once_json(cli, home):

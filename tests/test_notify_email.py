@@ -299,3 +299,86 @@ def test_bad_email_addresses_are_refused(address):
 
 def test_backoff_doubles_up_to_a_cap():
     assert [mail.backoff_delay(i) for i in range(1, 8)] == [30, 60, 120, 240, 480, 900, 900]
+
+
+def _drive(n, start, *, until=timedelta(hours=2)):
+    """Run the daemon's steps at each next due time (no sleeping), as the loop would."""
+    now, out = start, []
+    while now <= start + until:
+        out += n.run_once(now)
+        nxt = n.next_wake(now)
+        if nxt is None:
+            break
+        now = max(nxt, now + timedelta(seconds=1))
+    return out
+
+
+@pytest.mark.parametrize("reply", ["451 4.3.0 Temporary failure after end of data",
+                                   "421 4.3.2 Shutting down, try again later"])
+def test_a_temporary_error_after_data_is_resent_at_most_once(env, smtp, monkeypatch, caplog, reply):
+    home, store = env
+    point_at(monkeypatch, smtp.port)
+    smtp.store_then_fail(10, reply)  # it keeps every copy, and says it failed each time
+    gid = make_generation(store, home, via=["email"], email="alice@example.com")
+    n = notifier(home, store)
+    with caplog.at_level(logging.INFO, logger="aigen.notify"):
+        steps = _drive(n, T0)
+    got = smtp.received
+    assert len(got) == 2, "the first send and one resend, never once per retry step"
+    assert {g.message["Message-ID"] for g in got} == {f"<aigen.{gid}.1@example.org>"}
+    [row] = queue.rows_for(store, gid)
+    assert row["status"] == "failed" and row["unconfirmed_sends"] == 2 and row["attempts"] == 2
+    assert row["error"].startswith("not confirmed: ") and reply.split()[0] in row["error"]
+    assert "check the inbox of alice@example.com" in row["error"]
+    assert "it will be sent once more, with the same Message-ID" in caplog.text
+    assert "not sending the email again" in caplog.text
+    assert [d.delivered for d in steps] == [False, False]
+
+
+def test_a_resend_that_is_confirmed_is_one_delivery(env, smtp, monkeypatch, caplog):
+    home, store = env
+    point_at(monkeypatch, smtp.port)
+    smtp.store_then_fail(1)
+    gid = make_generation(store, home, via=["email"], email="alice@example.com")
+    n = notifier(home, store)
+    with caplog.at_level(logging.INFO, logger="aigen.notify"):
+        steps = _drive(n, T0)
+    assert len(smtp.received) == 2
+    [row] = queue.rows_for(store, gid)
+    assert row["status"] == "sent" and row["unconfirmed_sends"] == 1
+    assert "resent once after a send the server did not confirm" in row["note"]
+    assert "sending the email once more (same Message-ID" in caplog.text
+    assert sum(d.delivered for d in steps) == 1 and len(steps) == 2
+
+
+def test_a_temporary_error_before_data_is_still_retried_until_it_goes_through(env, smtp, monkeypatch):
+    home, store = env
+    point_at(monkeypatch, smtp.port)
+    smtp.fail_rcpt_next(3)  # greylisted before any data: nothing stored, so retrying makes no copy
+    gid = make_generation(store, home, via=["email"], email="alice@example.com")
+    _drive(notifier(home, store), T0)
+    assert len(smtp.received) == 1
+    [row] = queue.rows_for(store, gid)
+    assert row["status"] == "sent" and row["attempts"] == 4 and row["unconfirmed_sends"] == 0
+
+
+def test_the_daemon_loop_counts_deliveries_not_attempts(env, smtp, monkeypatch):
+    import threading
+
+    home, store = env
+    point_at(monkeypatch, smtp.port)
+    smtp.fail_rcpt_next(2)
+    make_generation(store, home, via=["email"], email="alice@example.com")
+    clock = {"now": T0}
+    stop = threading.Event()
+    waits = []
+
+    def wait(seconds):
+        waits.append(seconds)
+        clock["now"] += timedelta(seconds=max(seconds, 1))
+        if len(waits) > 20:
+            stop.set()
+
+    count = notifier(home, store).run(stop, clock=lambda: clock["now"], wait=wait, max_sleep=600)
+    assert len(smtp.received) == 1
+    assert count == 1  # three attempts, one delivery

@@ -16,7 +16,8 @@ from aigen.errors import AigenError, BadInput
 
 def generate(
     ctx: typer.Context,
-    prompt: str = typer.Argument(..., help="What to make. Use '-' to read the prompt from standard input."),
+    prompt: str = typer.Argument(..., help="What to make. Use '-' to read the prompt from standard input. CR and CRLF become newlines; "
+                              "invisible-only prompts and bidirectional control characters are refused."),
     user: str = typer.Option(..., "--user", "-u", help="Who the content is for (letters, digits, . _ -; 1-64 chars)."),
     images: int = typer.Option(config.DEFAULT_IMAGES, "--images", help="How many images to make (0-10)."),
     videos: int = typer.Option(config.DEFAULT_VIDEOS, "--videos", help="How many videos to make (0-10)."),
@@ -70,11 +71,17 @@ def generate(
     """Make videos and images from PROMPT into generated_content/<user>/<generation>/.
 
     Every input is checked before anything is written. Exit codes: 0 all assets made,
-    1 some failed (see `aigen status ID`, finish with `aigen retry ID`), 2 bad input.
+    1 some failed (see `aigen status ID`, finish with `aigen retry ID`), 2 bad input,
+    130 Ctrl-C, 143 SIGTERM (started assets finish first; resume with `aigen retry ID`).
     """
+    from aigen.cli.runview import Terminated, catch_sigterm, stopped
     from aigen.pipeline.plan import RequestSpec, prepare
 
     state = ctx.obj
+    # SIGTERM (kill, timeout, systemctl stop) takes Ctrl-C's path from here on:
+    # a clean stop, a message, exit 143. The handler is restored when the command ends.
+    ctx.call_on_close(catch_sigterm())
+    gen_id = None
     try:
         if prompt == "-":
             prompt = sys.stdin.read()
@@ -118,7 +125,17 @@ def generate(
             store.ensure_user(user, email=email.strip())
     except AigenError as e:
         fail(e, as_json=as_json)
+    except Terminated as e:
+        raise stopped(gen_id, e) from None
+    try:
+        _start(state, store, home, gen_id, gen_row, user, images, videos, image_provider, video_provider,
+               detach=detach, as_json=as_json, quiet=quiet)
+    except Terminated as e:
+        raise stopped(gen_id, e) from None
 
+
+def _start(state, store, home, gen_id, gen_row, user, images, videos, image_provider, video_provider, *,
+           detach: bool, as_json: bool, quiet: bool) -> None:
     if detach:
         pid, log_path = spawn_detached(home, gen_id)
         store.set_generation_fields(gen_id, log_path=str(log_path))

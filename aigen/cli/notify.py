@@ -241,15 +241,22 @@ def notify_daemon(
             if as_json:
                 from aigen.notify.queue import pending_count
 
+                # Deliveries, not attempts: what is to be retried or failed is listed apart.
                 print_json({
-                    "delivered": [d.to_dict() for d in deliveries],
+                    "delivered": [d.to_dict() for d in deliveries if d.delivered],
+                    "not_delivered": [d.to_dict() for d in deliveries if not d.delivered],
                     "waiting": pending_count(store),
                     "next_due_at": nxt.isoformat() if nxt else None,
                 })
             else:
-                late = sum(1 for d in deliveries if d.late)
-                msg = f"Delivered {len(deliveries)} notification(s)"
+                delivered = [d for d in deliveries if d.delivered]
+                late = sum(1 for d in delivered if d.late)
+                msg = f"Delivered {len(delivered)} notification(s)"
                 msg += f", {late} late" if late else ""
+                retrying = sum(1 for d in deliveries if not d.delivered and d.outcome == "retrying")
+                failed_n = sum(1 for d in deliveries if not d.delivered and d.outcome != "retrying")
+                msg += f", {retrying} to be retried" if retrying else ""
+                msg += f", {failed_n} failed" if failed_n else ""
                 msg += f"; next due at {local_time(nxt.isoformat())}." if nxt else "; nothing else is scheduled."
                 console.print(msg)
             raise typer.Exit(1 if failed else 0)

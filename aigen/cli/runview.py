@@ -11,6 +11,57 @@ from aigen.cli.progress import RunDisplay, files_table
 from aigen.config import Home
 from aigen.errors import EXIT_FAILED, EXIT_OK
 
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM): kill, timeout, systemctl stop
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it takes exactly Ctrl-C's path.
+
+    A KeyboardInterrupt subclass: the runner stops the assets not started, waits
+    for the started ones while it keeps the run lock, and re-raises; only the
+    exit code (143) and the first word of the message differ.
+    """
+
+
+def catch_sigterm():
+    """Make SIGTERM raise Terminated in the main thread; return what restores the previous handler.
+
+    Off the main thread (embedded use) signals cannot be caught: nothing changes.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def on_term(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # pragma: no cover - not the main interpreter
+        return lambda: None
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+    return restore
+
+
+def stopped(gen_id: str | None, exc: KeyboardInterrupt) -> "typer.Exit":
+    """Say how the run ended and how to resume; the exit to raise (130 Ctrl-C, 143 SIGTERM)."""
+    term = isinstance(exc, Terminated)
+    what = "Stopped by SIGTERM." if term else "Interrupted."
+    if gen_id is None:
+        err_console.print(f"\n[yellow]{what}[/] Nothing was made.", highlight=False)
+    else:
+        err_console.print(
+            f"\n[yellow]{what}[/] Finished assets are kept; resume with: aigen retry {gen_id}",
+            highlight=False, soft_wrap=True,  # keep the command on one line, copyable
+        )
+    return typer.Exit(EXIT_TERMINATED if term else EXIT_INTERRUPTED)
+
 
 def result_dict(home: Home, gen: dict, assets: list[dict]) -> dict:
     def abspath(rel):
@@ -64,14 +115,24 @@ def run_foreground(store, home: Home, gen_id: str, *, as_json: bool, quiet: bool
     started = time.monotonic()
     display = RunDisplay(console, total, quiet=quiet or as_json)
     runner = Runner(store, home, listener=display)
+    restore = catch_sigterm()
     try:
-        with display:
-            result = runner.run(gen_id)
-    except KeyboardInterrupt:
-        err_console.print(
-            f"\n[yellow]Interrupted.[/] Finished assets are kept; resume with: aigen retry {gen_id}"
-        )
-        raise typer.Exit(130)
+        try:
+            with display:
+                result = runner.run(gen_id)
+        except KeyboardInterrupt as e:
+            raise stopped(gen_id, e) from None
+        return _report(home, gen_id, result, todo, total, started, as_json=as_json, quiet=quiet,
+                       after_run=after_run)
+    except Terminated as e:
+        # After the run (the report, the notification): the assets are settled.
+        raise stopped(gen_id, e) from None
+    finally:
+        restore()
+
+
+def _report(home: Home, gen_id: str, result, todo: list[dict], total: int, started: float, *, as_json: bool,
+            quiet: bool, after_run) -> int:
     elapsed = time.monotonic() - started
     gen, assets = result.generation, result.assets
     if as_json:

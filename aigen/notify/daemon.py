@@ -73,6 +73,11 @@ class Delivery:
     message: dict | None = None  # title, text and link, when it was shown on the console
 
     @property
+    def delivered(self) -> bool:
+        """Whether this step delivered the notification through at least one channel."""
+        return any(c.status == "sent" for c in self.channels)
+
+    @property
     def outcome(self) -> str:
         states = {c.status for c in self.channels}
         if states == {"sent"}:
@@ -192,7 +197,8 @@ class Notifier:
     def run(self, stop: threading.Event, clock: Callable[[], datetime] = utcnow,
             wait: Callable[[float], object] | None = None, *, max_sleep: float = DEFAULT_MAX_SLEEP_S,
             on_delivery: Callable[[Delivery], None] | None = None) -> int:
-        """Deliver until ``stop`` is set; return how many generations were notified.
+        """Deliver until ``stop`` is set; return how many notifications were delivered (attempts to
+        retry later and failures are not counted).
 
         Between steps it sleeps until the next due time, but never longer than
         ``max_sleep``, so a new request is noticed without spinning.
@@ -203,7 +209,7 @@ class Notifier:
             now = clock()
             try:
                 for d in self.run_once(now, stop=stop, clock=clock):
-                    count += 1
+                    count += d.delivered  # deliveries, not attempts: a send to retry later is not one
                     if on_delivery is not None:
                         on_delivery(d)
                 nxt = self.next_wake(clock())
@@ -310,11 +316,40 @@ class Notifier:
             # id, which mail clients use to fold duplicates.
             message_id=f"<aigen.{notice.generation_id}.{row['id']}@{domain}>",
         )
+        unconfirmed = int(row.get("unconfirmed_sends") or 0)
+        msg_id = msg["Message-ID"]
+        if unconfirmed:
+            log.warning("generation %s: sending the email once more (same Message-ID %s): the server may have "
+                        "stored the previous one, so the recipient may get 2 copies", notice.generation_id, msg_id)
         try:
             self.email_send(settings, msg, recipient)
         except mail_mod.MailError as exc:
-            return self._retry_or_fail(row, now, exc.message, transient=exc.transient, retry_for=settings.retry_for)
-        return queue.Outcome("sent", via="email", note=f"to {recipient} via {settings.host}:{settings.port}")
+            if not exc.after_data:
+                return self._retry_or_fail(row, now, exc.message, transient=exc.transient,
+                                           retry_for=settings.retry_for)
+            # The server had the whole message when it failed: it may have stored it.
+            # Send again at most once (one server kept every copy of every retry).
+            unconfirmed += 1
+            if unconfirmed >= 2:
+                log.error("generation %s: not sending the email again: the server failed after the message data "
+                          "on the first send and on the one resend (Message-ID %s); it may have been delivered",
+                          notice.generation_id, msg_id)
+                return queue.Outcome(
+                    "failed", unconfirmed_sends=unconfirmed,
+                    error=f"not confirmed: {exc.message}; sent twice (the first send and one resend, Message-ID "
+                          f"{msg_id}) and not again, so that no more copies arrive: check the inbox of {recipient}",
+                )
+            outcome = self._retry_or_fail(row, now, exc.message, transient=True, retry_for=settings.retry_for)
+            outcome.unconfirmed_sends = unconfirmed
+            if outcome.status == "retrying":
+                log.warning("generation %s: %s; it will be sent once more, with the same Message-ID %s, at %s, "
+                            "and not again", notice.generation_id, exc.message, msg_id, iso(outcome.next_attempt_at))
+            return outcome
+        note = f"to {recipient} via {settings.host}:{settings.port}"
+        if unconfirmed:
+            note += (f"; resent once after a send the server did not confirm (the recipient may see 2 copies "
+                     f"with Message-ID {msg_id})")
+        return queue.Outcome("sent", via="email", note=note)
 
     def _retry_or_fail(self, row: dict, now: datetime, error: str, *, transient: bool,
                        retry_for: float) -> queue.Outcome:

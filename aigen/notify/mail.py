@@ -202,10 +202,15 @@ def build_email(notice, settings: SmtpSettings, recipient: str, *, message_id: s
 
 
 class MailError(Exception):
-    def __init__(self, message: str, *, transient: bool):
+    """A message that was not accepted. ``after_data``: the failure came after the whole
+    message had been sent (a temporary answer to the end of DATA, or the connection lost
+    while waiting for it): the server may have stored it, so a resend may make a copy."""
+
+    def __init__(self, message: str, *, transient: bool, after_data: bool = False):
         super().__init__(message)
         self.message = message
         self.transient = transient
+        self.after_data = after_data
 
 
 def classify(exc: BaseException, settings: SmtpSettings) -> MailError:
@@ -254,14 +259,43 @@ def _text(value) -> str:
     return str(value)
 
 
+class _DataTracking:
+    """Notes when the end of DATA ("<CRLF>.<CRLF>") has gone out: from then on the server
+    has the whole message, and any failure is ambiguous (it may have stored it)."""
+
+    data_sent = False
+    _in_data = False
+
+    def data(self, msg):
+        self._in_data = True
+        try:
+            return super().data(msg)
+        finally:
+            self._in_data = False
+
+    def send(self, s):
+        super().send(s)
+        if self._in_data and isinstance(s, (bytes, bytearray)) and s.endswith(b"\r\n.\r\n"):
+            self.data_sent = True
+
+
+class _SMTP(_DataTracking, smtplib.SMTP):
+    pass
+
+
+class _SMTP_SSL(_DataTracking, smtplib.SMTP_SSL):
+    pass
+
+
 def send_email(settings: SmtpSettings, msg: EmailMessage, recipient: str) -> None:
-    """Send one message; raise MailError (with .transient) when it was not accepted."""
+    """Send one message; raise MailError (with .transient and .after_data) when it was not accepted."""
+    server = None
     try:
         context = ssl.create_default_context()
         if settings.security == "ssl":
-            server = smtplib.SMTP_SSL(settings.host, settings.port, timeout=settings.timeout, context=context)
+            server = _SMTP_SSL(settings.host, settings.port, timeout=settings.timeout, context=context)
         else:
-            server = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
+            server = _SMTP(settings.host, settings.port, timeout=settings.timeout)
         try:
             server.ehlo()
             if settings.security == "starttls":
@@ -284,4 +318,7 @@ def send_email(settings: SmtpSettings, msg: EmailMessage, recipient: str) -> Non
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         err = classify(exc, settings)
-        raise MailError(settings.scrub(err.message), transient=err.transient) from None
+        after_data = bool(server is not None and server.data_sent and err.transient)
+        if after_data:
+            err.message += " after the end of the message data (it may have been stored)"
+        raise MailError(settings.scrub(err.message), transient=err.transient, after_data=after_data) from None

@@ -262,6 +262,8 @@ class Outcome:
     note: str | None = None
     error: str | None = None
     next_attempt_at: datetime | None = None
+    # Email: how many sends so far may have been stored by the server (None: unchanged).
+    unconfirmed_sends: int | None = None
 
 
 def record(store, row: dict, outcome: Outcome, now: datetime, *, late_s: float | None = None) -> bool:
@@ -271,7 +273,8 @@ def record(store, row: dict, outcome: Outcome, now: datetime, *, late_s: float |
     with store.transaction() as db:
         cur = db.conn.execute(
             "UPDATE notifications SET status = ?, sent_at = ?, delivered_via = ?, note = ?, error = ?, "
-            "next_attempt_at = ?, late_s = ?, lease_until = NULL, updated_at = ? "
+            "next_attempt_at = ?, late_s = ?, lease_until = NULL, updated_at = ?, "
+            "unconfirmed_sends = coalesce(?, unconfirmed_sends) "
             "WHERE id = ? AND claimed_by = ? AND status = 'sending'",
             (
                 outcome.status,
@@ -282,6 +285,7 @@ def record(store, row: dict, outcome: Outcome, now: datetime, *, late_s: float |
                 iso(outcome.next_attempt_at) if outcome.status == "retrying" else None,
                 late_s if sent else None,
                 now_s,
+                outcome.unconfirmed_sends,
                 row["id"],
                 row["claimed_by"],
             ),

@@ -220,3 +220,13 @@ def m0005_listing_indexes(db):
     gens.create_index(["user_id", "created_at", "id"], if_not_exists=True)
     gens.create_index(["status", "created_at", "id"], if_not_exists=True)
     gens.create_index(["created_at", "id"], if_not_exists=True)
+
+
+@migrations(name="0008_notify_unconfirmed_sends")
+def m0008_notify_unconfirmed_sends(db):
+    # Sends of an email whose end of DATA got a temporary error (or no answer):
+    # the server may have stored the message, so it is sent again at most once
+    # more (same Message-ID), never once per retry step.
+    notes = db["notifications"]
+    if "unconfirmed_sends" not in notes.columns_dict:
+        notes.add_column("unconfirmed_sends", int, not_null_default=0)

@@ -32,8 +32,21 @@ class _Handler:
         self.received: list[Received] = []
         self.fail_next = 0
         self.fail_reply = "421 4.3.2 Service not available, try again later"
+        # Store the message, then answer a temporary error anyway (a server that
+        # times out its queue write, or restarts, after taking the message).
+        self.store_then_fail = 0
+        self.fail_rcpt_next = 0  # a temporary refusal of the recipient: before any data
+        self.store_then_fail_reply = "451 4.3.0 Temporary failure after end of data"
         self.auth: list[tuple[str, str]] = []
         self.lock = threading.Lock()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        with self.lock:
+            if self.fail_rcpt_next > 0:
+                self.fail_rcpt_next -= 1
+                return "451 4.7.1 Greylisted, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         with self.lock:
@@ -42,6 +55,9 @@ class _Handler:
                 return self.fail_reply
             self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content
                                           or envelope.content))
+            if self.store_then_fail > 0:
+                self.store_then_fail -= 1
+                return self.store_then_fail_reply
         return "250 2.0.0 OK: queued"
 
 
@@ -87,6 +103,18 @@ class SmtpServer:
             self.handler.fail_next = n
             if reply:
                 self.handler.fail_reply = reply
+
+    def fail_rcpt_next(self, n: int) -> None:
+        """The next ``n`` RCPT commands get a temporary refusal (greylisting): nothing is sent."""
+        with self.handler.lock:
+            self.handler.fail_rcpt_next = n
+
+    def store_then_fail(self, n: int, reply: str | None = None) -> None:
+        """The next ``n`` messages are stored, and answered with a temporary error after DATA."""
+        with self.handler.lock:
+            self.handler.store_then_fail = n
+            if reply:
+                self.handler.store_then_fail_reply = reply
 
     def start(self) -> "SmtpServer":
         self.controller.start()
