@@ -335,6 +335,8 @@ class GalleryServer:
 
     def _make_room(self) -> None:
         """At max_connections, close the connections idle the longest so a new one can come in."""
+        if len(self._map) <= self.limits.max_connections:
+            return  # the map holds the channels and a few more (listeners, trigger): cheap and sure
         channels = self._channels()
         excess = len(channels) - self.limits.max_connections + 1
         if excess <= 0:
