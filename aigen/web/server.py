@@ -334,15 +334,23 @@ class GalleryServer:
                 ch.will_close = True
 
     def _make_room(self) -> None:
-        """At max_connections, close the connections idle the longest so a new one can come in."""
+        """At max_connections, close the connections idle the longest so a new one can come in.
+
+        Runs in the I/O thread, before accept(); a channel with a request in
+        a worker thread is never closed here.
+        """
         if len(self._map) <= self.limits.max_connections:
             return  # the map holds the channels and a few more (listeners, trigger): cheap and sure
         channels = self._channels()
         excess = len(channels) - self.limits.max_connections + 1
         if excess <= 0:
             return
-        idle = [ch for ch in channels if not ch.requests and not ch.total_outbufs_len and not ch.will_close]
-        idle.sort(key=lambda ch: ch.last_activity)
+        # Idle ones first, oldest first; then responses the client has not read
+        # from for idle_timeout (it is not watching that video any more).
+        stalled = time.time() - self.limits.idle_timeout
+        idle = [ch for ch in channels if not ch.requests and not ch.will_close
+                and (not ch.total_outbufs_len or ch.last_activity < stalled)]
+        idle.sort(key=lambda ch: (bool(ch.total_outbufs_len), ch.last_activity))
         for ch in idle[:excess]:
             ch.will_close = True
             ch.handle_close()
