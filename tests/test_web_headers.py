@@ -147,6 +147,9 @@ OTHER = [
     ("/static/style.css", {"If-None-Match": '"' * 5000}), (f"/media/1?download={DIGITS}", {}),
     ("/", {"User-Agent": "x" * 100_000}), ("/", {"X-Forwarded-Host": "a" * 5000}),
     ("/", {"Content-Type": ";;;"}), ("/", {"Content-Length": "abc"}),
+    ("/login/link/" + "a" * 5000, {}), ("/login/link/a.b.c", {}), ("/login/link/%FF%FE", {}),
+    ("/api/generations", {"X-Forwarded-Proto": "x" * 5000}), ("/api/generations", {"X-Forwarded-Host": "a b"}),
+    ("/", {"Forwarded": 'for="[::1'}), ("/", {"Accept": "a" * 10_000}),
 ]
 
 
