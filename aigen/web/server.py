@@ -6,11 +6,16 @@ thread, and `start_in_thread()` is the form the tests and benchmarks use.
 `GalleryServer(None, host, port)` binds without an app, which is set later
 (`server.app = ...`): `aigen serve` binds before it touches the home, so an
 address or port it cannot use is refused with nothing written.
+
+`Limits` keeps one client from exhausting the server: many connections, idle
+or half-sent requests, huge bodies (see the README's "Limits" table).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import functools
 import ipaddress
 import logging
 import re
@@ -18,8 +23,6 @@ import socket
 import sys
 import threading
 import time
-import dataclasses
-import functools
 from dataclasses import dataclass
 
 from aigen.errors import BadInput
@@ -32,6 +35,7 @@ from aigen.errors import BadInput
 THREADS = 4
 # waitress's default listen backlog.
 BACKLOG = 1024
+HOST_HINT = "use an address of this machine, e.g. --host 127.0.0.1 (or 0.0.0.0 for all of them)"
 MiB = 1024 * 1024
 
 
@@ -138,7 +142,6 @@ def fd_budget(wanted: int) -> int:
         return target
     except (OSError, ValueError):
         return soft
-HOST_HINT = "use an address of this machine, e.g. --host 127.0.0.1 (or 0.0.0.0 for all of them)"
 
 
 def display_host(host: str) -> str:
@@ -324,7 +327,7 @@ class GalleryServer:
             if ch.requests or ch.will_close:
                 continue  # a worker thread has it (waitress's rule too), or it is closing anyway
             if ch.request is not None:
-                started = getattr(ch, "request_started", ch.creation_time)
+                started = getattr(ch, "request_started", 0.0) or ch.creation_time
                 if now - started > limits.idle_timeout:
                     ch.will_close = True
             elif ch.total_outbufs_len:
