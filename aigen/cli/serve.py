@@ -15,6 +15,12 @@ def serve(
     port: int = typer.Option(8000, "--port", "-p", help="Port to listen on (0: any free port)."),
     open_browser: bool = typer.Option(False, "--open", help="Open the gallery in the default web browser."),
     as_json: bool = typer.Option(False, "--json", help="Print the address (and whether a code is needed) as JSON once listening."),
+    max_connections: int = typer.Option(1000, "--max-connections", metavar="N",
+                                        help="Open connections at most; at the limit the longest-idle one is closed "
+                                        "to let a new one in."),
+    idle_timeout: float = typer.Option(15.0, "--idle-timeout", metavar="SECONDS",
+                                       help="Close a connection idle this long, or one whose request has not fully "
+                                       "arrived this long after it began."),
 ) -> None:
     """Serve the gallery: log in with a user_id, watch the videos, browse the images. Ctrl-C stops it."""
     import signal
@@ -24,13 +30,14 @@ def serve(
     try:
         if not 0 <= port <= 65535:
             raise BadInput(f"invalid --port {port}: must be between 0 and 65535")
-        from aigen.web.server import GalleryServer, check_host
+        from aigen.web.server import GalleryServer, Limits, check_host
 
+        limits = Limits(max_connections=max_connections, idle_timeout=idle_timeout).checked()
         host = check_host(host)
         # Bind before the home is touched (opening the store creates the
         # database, making the app the secret): a host or port that cannot be
         # used is refused with nothing written.
-        server = GalleryServer(None, host, port)
+        server = GalleryServer(None, host, port, limits=limits)
     except AigenError as e:
         fail(e, as_json=as_json)
 

@@ -71,7 +71,11 @@ GEN_ID = r"[0-9a-f]{4,32}"
 # INTEGER (a longer one is a 404, not an OverflowError and a 500).
 ASSET_ID = r"[0-9]{1,18}"
 _GEN_ID_RE = re.compile(GEN_ID)
-_NEXT_RE = re.compile(r"^/(g/[0-9a-f]{4,32})?$")
+# Where a login may send the user on to: the gallery or one generation's page,
+# matched in full. Nothing else: no other host ("//evil.com", "/\\evil.com",
+# "http://..."), and no control character (with "$" a trailing newline passed,
+# and Bottle then refused the Location header: a 500 after a login_ok event).
+_NEXT_RE = re.compile(r"/(g/[0-9a-f]{4,32})?")
 UA_MAX = 400
 
 CSP = "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -126,6 +130,12 @@ class GalleryApp(Bottle):
                 extra.append(("Cache-Control", "no-store"))
             return start_response(status, headers + extra, exc_info)
 
+        bad = header_problem(environ)
+        if bad:
+            body = f"Bad request: the {bad} header is not valid.\n".encode()
+            start("400 Bad Request", [("Content-Type", "text/plain; charset=utf-8"),
+                                      ("Content-Length", str(len(body)))])
+            return [body]
         return super().wsgi(environ, start)
 
 
@@ -476,8 +486,7 @@ class Gallery:
 
     # -- routes: login ------------------------------------------------------------
     def safe_next(self, value: str | None) -> str:
-        value = value or "/"
-        return value if _NEXT_RE.match(value) else "/"
+        return safe_next(value)
 
     def login_form(self):
         next_path = self.safe_next(request.query.get("next"))
@@ -732,6 +741,34 @@ class Gallery:
         if request.environ.get("HTTP_IF_NONE_MATCH") == etag:
             return HTTPResponse(status=304, headers=headers)
         return HTTPResponse(body=data, headers=headers)
+
+
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_CONTENT_TYPE_RE = re.compile(
+    rf'{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|"(?:[^"\\\x00-\x1f]|\\.)*"))*[ \t]*;?[ \t]*')
+
+
+def header_problem(environ: dict) -> str | None:
+    """The name of a request header Bottle would fail on (a 500), or None.
+
+    Bottle parses Content-Type and Content-Length when a route reads the form,
+    and raised ValueError on, e.g., "Content-Type: ;;;". Such a request is a
+    400. (Under waitress a bad Content-Length never gets this far.)
+    """
+    length = environ.get("CONTENT_LENGTH")
+    if length and not re.fullmatch(r"[0-9]{1,18}", length):
+        return "Content-Length"
+    ctype = environ.get("CONTENT_TYPE")
+    if ctype and (len(ctype) > 512 or not _CONTENT_TYPE_RE.fullmatch(ctype)):
+        return "Content-Type"
+    return None
+
+
+def safe_next(value) -> str:
+    """The `next` of a login (query or form) if it is one of ours, else "/"."""
+    if isinstance(value, str) and len(value) <= 64 and _NEXT_RE.fullmatch(value):
+        return value
+    return "/"
 
 
 def make_app(settings: WebSettings) -> Bottle:

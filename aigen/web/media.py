@@ -11,6 +11,7 @@ import email.utils
 import functools
 import os
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 CONTENT_TYPES = {
@@ -20,7 +21,21 @@ CONTENT_TYPES = {
     ".mp4": "video/mp4",
 }
 CHUNK = 256 * 1024
-_RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+# One range, matched in full (re.fullmatch, so no trailing newline slips
+# through a "$"), ASCII digits only (\d would take other scripts' digits).
+_RANGE_RE = re.compile(r"[ \t]*bytes[ \t]*=[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*", re.IGNORECASE)
+# Longer numbers are not converted (int() of thousands of digits is slow and
+# refused past 4300 digits): any of them is beyond every file there is.
+_MAX_DIGITS = 18
+_HUGE = 10 ** _MAX_DIGITS
+# The three HTTP-date forms a recipient must accept (RFC 9110 5.6.7), in full.
+_MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov",
+                                       "dec"), start=1)}
+_MON = r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+_TIME = r"([0-9]{2}):([0-9]{2}):([0-9]{2})"
+_IMF_RE = re.compile(r"[A-Za-z]{3}, ([0-9]{2}) " + _MON + r" ([0-9]{4}) " + _TIME + r" GMT")
+_RFC850_RE = re.compile(r"[A-Za-z]{6,9}, ([0-9]{2})-" + _MON + r"-([0-9]{2}) " + _TIME + r" GMT")
+_ASCTIME_RE = re.compile(r"[A-Za-z]{3} " + _MON + r" ([0-9 ][0-9]) " + _TIME + r" ([0-9]{4})")
 
 
 @functools.lru_cache(maxsize=16)
@@ -51,27 +66,67 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
 
     Several ranges in one header are answered with the whole file, which
     RFC 9110 allows and which no browser media element asks for anyway.
+    Anything else that is not one well-formed byte range (garbage, another
+    unit, a negative or reversed range) is ignored, as RFC 9110 says, and the
+    whole file is sent; numbers too long to be an offset count as "beyond the
+    end". Never raises.
     """
     if not header:
         return None
-    m = _RANGE_RE.match(header)
+    m = _RANGE_RE.fullmatch(header)
     if not m:
         return None
     first, last = m.group(1), m.group(2)
     if first == "" and last == "":
         return None
     if first == "":
-        n = int(last)
-        if n == 0:
+        n = _number(last)
+        if n == 0 or size == 0:
             return "unsatisfiable"
         return max(0, size - n), size - 1
-    start = int(first)
-    end = int(last) if last else size - 1
+    start = _number(first)
+    end = _number(last) if last else size - 1
     if last and end < start:
         return None  # syntactically invalid: ignored, the whole file is sent
     if start >= size:
         return "unsatisfiable"
     return start, min(end, size - 1)
+
+
+def _number(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"
+    return _HUGE if len(digits) > _MAX_DIGITS else int(digits)
+
+
+def parse_http_date(value: str | None) -> int | None:
+    """An HTTP-date header as a Unix time; None when it is not a real date in one of the three forms.
+
+    Strict, unlike email.utils.parsedate_tz, which takes "32 Dec", a year of
+    99999 or an offset of 10**20 hours and then fails (or overflows) when the
+    tuple is turned into a time: here such a date is simply not a date, and
+    the header that carries it is ignored.
+    """
+    if not value or len(value) > 64:
+        return None
+    value = value.strip(" \t")
+    if m := _IMF_RE.fullmatch(value):
+        day, mon, year, hh, mm, ss = m.groups()
+    elif m := _RFC850_RE.fullmatch(value):
+        day, mon, yy, hh, mm, ss = m.groups()
+        # Two-digit years (RFC 9110): within 50 years of now; 1970-2069 is
+        # as good for file times, and needs no clock.
+        year = str(1900 + int(yy) if int(yy) >= 70 else 2000 + int(yy))
+    elif m := _ASCTIME_RE.fullmatch(value):
+        mon, day, hh, mm, ss, year = m.groups()
+    else:
+        return None
+    try:
+        # Second 60 is a leap second, allowed by the grammar.
+        when = datetime(int(year), _MONTHS[mon.lower()], int(day), int(hh), int(mm), min(int(ss), 59),
+                        tzinfo=timezone.utc)
+    except ValueError:
+        return None  # day 31 of a 30-day month, hour 25, year 0...
+    return int(when.timestamp())
 
 
 def http_date(ts: float) -> str:
@@ -130,8 +185,9 @@ def file_response(path: Path, environ: dict, *, etag_seed: str | None = None, do
     if inm is not None:
         not_modified = _etag_matches(inm, etag)
     elif ims:
-        parsed = email.utils.parsedate_tz(ims)
-        not_modified = parsed is not None and int(st.st_mtime) <= email.utils.mktime_tz(parsed)
+        # Not a valid date: the header is ignored (RFC 9110 13.1.3).
+        since = parse_http_date(ims)
+        not_modified = since is not None and int(st.st_mtime) <= since
     else:
         not_modified = False
     if not_modified:
@@ -140,15 +196,17 @@ def file_response(path: Path, environ: dict, *, etag_seed: str | None = None, do
         return HTTPResponse(status=304, headers=headers), None
 
     rng = parse_range(environ.get("HTTP_RANGE"), size)
-    if_range = environ.get("HTTP_IF_RANGE")
+    # An empty If-Range is no If-Range.
+    if_range = (environ.get("HTTP_IF_RANGE") or "").strip(" \t")
     if rng is not None and if_range:
         # The client's copy changed since it got the first part: send it all.
         if if_range.startswith('"') or if_range.startswith("W/"):
-            if if_range.strip() != etag:
+            if if_range != etag:
                 rng = None
         else:
-            parsed = email.utils.parsedate_tz(if_range)
-            if parsed is None or email.utils.mktime_tz(parsed) < int(st.st_mtime):
+            # A date that is not one (or not this file's time) validates nothing.
+            since = parse_http_date(if_range)
+            if since is None or since < int(st.st_mtime):
                 rng = None
     if rng == "unsatisfiable":
         headers.pop("Content-Disposition", None)

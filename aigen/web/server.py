@@ -6,16 +6,24 @@ thread, and `start_in_thread()` is the form the tests and benchmarks use.
 `GalleryServer(None, host, port)` binds without an app, which is set later
 (`server.app = ...`): `aigen serve` binds before it touches the home, so an
 address or port it cannot use is refused with nothing written.
+
+`Limits` keeps one client from exhausting the server: many connections, idle
+or half-sent requests, huge bodies (see the README's "Limits" table).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import functools
 import ipaddress
+import logging
 import re
 import socket
 import sys
 import threading
+import time
+from dataclasses import dataclass
 
 from aigen.errors import BadInput
 
@@ -28,6 +36,112 @@ THREADS = 4
 # waitress's default listen backlog.
 BACKLOG = 1024
 HOST_HINT = "use an address of this machine, e.g. --host 127.0.0.1 (or 0.0.0.0 for all of them)"
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may hold of the server; `aigen serve` options change the first two.
+
+    waitress's own defaults let about 100 idle connections from one client
+    stop it answering anyone for two minutes (it stops accepting at its
+    connection limit, and closes idle ones only after 120 s), and it spooled a
+    POST of up to 1 GiB to a temporary file before refusing it.
+    """
+
+    # Open connections. At the limit, the connection idle the longest (no
+    # request in progress, nothing left to send) is closed to let a new one
+    # in, so idle sockets cannot lock anyone out; only when every connection
+    # is busy does the server stop accepting (new ones wait in the backlog).
+    max_connections: int = 1000
+    # A connection with nothing to do is closed after this long, and so is one
+    # whose request (headers and body) has not arrived in full this long after
+    # its first byte: half-sent headers (Slowloris) do not hold a socket.
+    idle_timeout: float = 15.0
+    # A response the client stops reading (a paused video, a vanished phone)
+    # is dropped after this long without a byte sent.
+    send_timeout: float = 60.0
+    # Request bodies: the largest route input is a login form of a few
+    # hundred bytes. Larger ones get 413 from Content-Length alone, before a
+    # byte of body is read; a chunked body is cut off at the limit. Bodies are
+    # kept in memory up to the limit, so nothing is ever spooled to disk: 100
+    # KiB is Bottle's MEMFILE_MAX, past which Bottle itself would copy a body
+    # to a temporary file (and refuse a form with 413 anyway).
+    max_body: int = 100 * 1024
+    # Request line and headers (waitress: 256 KiB); 431 beyond.
+    max_header: int = 64 * 1024
+    # How much above max_connections busy connections may go before the server
+    # stops accepting.
+    busy_slack: int = 64
+
+    def checked(self) -> "Limits":
+        if not 1 <= self.max_connections <= 100_000:
+            raise BadInput(f"invalid --max-connections {self.max_connections}: must be between 1 and 100000")
+        if not 0.5 <= self.idle_timeout <= 86_400:
+            raise BadInput(f"invalid --idle-timeout {self.idle_timeout:g}: must be between 0.5 and 86400 seconds")
+        return self
+
+
+# waitress logs "Task queue depth is N" whenever requests wait for a worker
+# thread: a gallery page asks for its images, posters and videos at once (a
+# browser opens six connections), more than the four threads, so it was said
+# on every page load. A queue that short is the design working (each request
+# is short); only a deep one, a sign of real overload, is still reported, at
+# most once a minute.
+QUEUE_WARN_DEPTH = 100
+QUEUE_WARN_EVERY_S = 60.0
+
+
+class QueueDepthFilter(logging.Filter):
+    def __init__(self, depth: int = QUEUE_WARN_DEPTH, every_s: float = QUEUE_WARN_EVERY_S,
+                 monotonic=time.monotonic):
+        super().__init__()
+        self.depth, self.every_s, self.monotonic = depth, every_s, monotonic
+        self._last: float | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR or record.msg != "Task queue depth is %d":
+            return True
+        try:
+            depth = int(record.args[0])
+        except (TypeError, ValueError, IndexError):
+            return True
+        if depth < self.depth:
+            return False
+        now = self.monotonic()
+        if self._last is not None and now - self._last < self.every_s:
+            return False
+        self._last = now
+        return True
+
+
+def quiet_queue_logger() -> None:
+    logger = logging.getLogger("waitress.queue")
+    if not any(isinstance(f, QueueDepthFilter) for f in logger.filters):
+        logger.addFilter(QueueDepthFilter())
+
+
+def fd_budget(wanted: int) -> int:
+    """Raise the soft open-file limit towards `wanted`; return how many descriptors there are.
+
+    Each connection is a socket, and one sending a file holds the file too.
+    """
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to raise
+        return wanted
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return wanted
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return wanted
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    except (OSError, ValueError):
+        return soft
 
 
 def display_host(host: str) -> str:
@@ -123,9 +237,23 @@ def listen_sockets(host: str, port: int) -> list[socket.socket]:
 
 
 class GalleryServer:
-    def __init__(self, app=None, host: str = "127.0.0.1", port: int = 8000, *, threads: int = THREADS):
+    def __init__(self, app=None, host: str = "127.0.0.1", port: int = 8000, *, threads: int = THREADS,
+                 limits: Limits | None = None):
         from waitress.server import create_server
 
+        limits = (limits or Limits()).checked()
+        # Two descriptors a connection (socket and file sent), and some for the
+        # database, the listening sockets and the worker threads' files.
+        reserve = 64 + threads
+        fds = fd_budget(2 * (limits.max_connections + limits.busy_slack) + reserve)
+        fit = max(1, (fds - reserve) // 2 - limits.busy_slack)
+        if fit < limits.max_connections:
+            logging.getLogger("aigen.web").warning(
+                "only %d open files allowed: serving at most %d connections (not %d)", fds, fit,
+                limits.max_connections)
+            limits = dataclasses.replace(limits, max_connections=fit)
+        self.limits = limits
+        quiet_queue_logger()
         self.host = host
         # May be None at first, then set once the home is open: until then
         # nothing is served (run() is not called before it is set).
@@ -143,10 +271,22 @@ class GalleryServer:
                 # for the client's address, but their presence tells it a
                 # proxy sits in front, so a user_id alone is no longer enough.
                 clear_untrusted_proxy_headers=False,
-                # Video files are streamed in large blocks; keep slow clients
-                # from pinning threads forever.
-                channel_timeout=60,
+                # See Limits. channel_timeout is waitress's own idle rule,
+                # replaced below by _maintenance (run every cleanup_interval).
+                connection_limit=limits.max_connections + limits.busy_slack,
+                channel_timeout=max(1, int(limits.send_timeout)),
+                cleanup_interval=1,
+                # waitress refuses Content-Length >= max_request_body_size.
+                max_request_body_size=limits.max_body + 1,
+                # Above the largest body it accepts, plus one read: no body is
+                # ever written to a temporary file.
+                inbuf_overflow=limits.max_body + 2 * 65536,
+                max_request_header_size=limits.max_header,
+                # poll(), not select(): select() cannot watch descriptors past 1023.
+                asyncore_use_poll=True,
+                backlog=BACKLOG,
             )
+            self._install_limits()
         except (ValueError, OSError) as e:
             for sock in self._sockets:
                 sock.close()
@@ -156,6 +296,67 @@ class GalleryServer:
                 sock.close()
             raise
         self._thread: threading.Thread | None = None
+
+    # -- connection limits (all of it runs in waitress's I/O thread) -----------------
+    def _listeners(self) -> list:
+        from waitress.server import BaseWSGIServer
+
+        return [d for d in list(self._map.values()) if isinstance(d, BaseWSGIServer)]
+
+    def _channels(self) -> list:
+        from waitress.channel import HTTPChannel
+
+        return [d for d in list(self._map.values()) if isinstance(d, HTTPChannel)]
+
+    def _install_limits(self) -> None:
+        for listener in self._listeners():
+            listener.channel_class = _channel_class()
+            listener.maintenance = self._maintenance
+            accept = listener.handle_accept
+
+            def handle_accept(accept=accept):
+                self._make_room()
+                accept()
+
+            listener.handle_accept = handle_accept
+
+    def _maintenance(self, now: float) -> None:
+        """Close idle connections, stalled sends and requests that arrive too slowly (replaces waitress's)."""
+        limits = self.limits
+        for ch in self._channels():
+            if ch.requests or ch.will_close:
+                continue  # a worker thread has it (waitress's rule too), or it is closing anyway
+            if ch.request is not None:
+                started = getattr(ch, "request_started", 0.0) or ch.creation_time
+                if now - started > limits.idle_timeout:
+                    ch.will_close = True
+            elif ch.total_outbufs_len:
+                if now - ch.last_activity > limits.send_timeout:
+                    ch.will_close = True
+            elif now - ch.last_activity > limits.idle_timeout:
+                ch.will_close = True
+
+    def _make_room(self) -> None:
+        """At max_connections, close the connections idle the longest so a new one can come in.
+
+        Runs in the I/O thread, before accept(); a channel with a request in
+        a worker thread is never closed here.
+        """
+        if len(self._map) <= self.limits.max_connections:
+            return  # the map holds the channels and a few more (listeners, trigger): cheap and sure
+        channels = self._channels()
+        excess = len(channels) - self.limits.max_connections + 1
+        if excess <= 0:
+            return
+        # Idle ones first, oldest first; then responses the client has not read
+        # from for idle_timeout (it is not watching that video any more).
+        stalled = time.time() - self.limits.idle_timeout
+        idle = [ch for ch in channels if not ch.requests and not ch.will_close
+                and (not ch.total_outbufs_len or ch.last_activity < stalled)]
+        idle.sort(key=lambda ch: (bool(ch.total_outbufs_len), ch.last_activity))
+        for ch in idle[:excess]:
+            ch.will_close = True
+            ch.handle_close()
 
     def _call_app(self, environ, start_response):
         app = self.app
@@ -215,3 +416,36 @@ class GalleryServer:
 
     def __exit__(self, *exc) -> None:
         self.shutdown()
+
+
+@functools.lru_cache(maxsize=1)
+def _channel_class():
+    from waitress.channel import HTTPChannel
+    from waitress.parser import HTTPRequestParser, ParsingError
+
+    class Parser(HTTPRequestParser):
+        def parse_header(self, header_plus):
+            try:
+                return super().parse_header(header_plus)
+            except ParsingError:
+                raise
+            except ValueError:
+                # A Content-Length of thousands of digits passes waitress's
+                # digits-only check and then int() refuses it: uncaught, that
+                # dropped the connection with an error in the log. A 400.
+                raise ParsingError("a header value is invalid") from None
+
+    class Channel(HTTPChannel):
+        """waitress's channel, noting when the request now arriving began (for Limits.idle_timeout)."""
+
+        parser_class = Parser
+        request_started = 0.0
+
+        def received(self, data):
+            before = self.request
+            result = super().received(data)
+            if self.request is not None and self.request is not before:
+                self.request_started = time.time()
+            return result
+
+    return Channel
