@@ -117,6 +117,12 @@ def test_the_fake_refuses_what_the_api_refuses_for_gpt_image_2(fake):
         assert ei.value.code == "model_not_found", model
     with pytest.raises(openai.BadRequestError):
         client.images.generate(model="gpt-image-2", prompt="x" * 32001, n=1, size="1024x1024")
+    for extra in ({"style": "vivid"}, {"response_format": "b64_json"}, {"background": "transparent",
+                                                                        "output_format": "jpeg"},
+                  {"quality": "hd"}, {"output_compression": 50}, {"moderation": "strict"}):
+        with pytest.raises(openai.BadRequestError) as ei:
+            client.images.generate(model="gpt-image-2", prompt="x", n=1, size="1024x1024", **extra)
+        assert ei.value.status_code == 400, extra
 
 
 @pytest.mark.parametrize("w,h", [(1024, 1024), (1000, 600), (64, 4096), (4096, 64), (4096, 4096), (1920, 1080),

@@ -30,6 +30,10 @@ RETIRED = {"dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-1-mini", "gpt-image
 MODELS = {"gpt-image-2", "gpt-image-2-2026-04-21", "gpt-image-2.5-sunburst", "gpt-image-2.5-sunburst-2026-09-08",
           "gpt-image-2.5-flare", "gpt-image-2.5-flare-2026-09-08", "gpt-image-2.6-sunburst", "gpt-image-2.6-flare"}
 PROMPT_MAX = 32000
+# The request fields of images.generate for GPT image models; OpenAI answers 400 unknown_parameter to others
+# (response_format and style are dall-e only).
+PARAMS = {"prompt", "model", "n", "size", "quality", "output_format", "output_compression", "background",
+          "moderation", "user", "safety_identifier", "stream", "partial_images"}
 MIN_PIXELS, MAX_PIXELS, MAX_EDGE = 655_360, 8_294_400, 3840
 STANDARD = {"1024x1024", "1536x1024", "1024x1536", "auto"}
 REFUSE_WORD = "BLOCKME"
@@ -117,9 +121,10 @@ class OpenAIFake:
         if model in RETIRED or model not in MODELS:
             return error(404, f"The model '{model}' does not exist or you do not have access to it.",
                          type_="invalid_request_error", code="model_not_found")
-        if "response_format" in body:
-            return error(400, "Unknown parameter: 'response_format'.", type_="invalid_request_error",
-                         code="unknown_parameter", param="response_format")
+        unknown = sorted(set(body) - PARAMS)
+        if unknown:
+            return error(400, f"Unknown parameter: '{unknown[0]}'.", type_="invalid_request_error",
+                         code="unknown_parameter", param=unknown[0])
         n = body.get("n", 1)
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10:
             return error(400, f"Invalid 'n': {n}.", type_="invalid_request_error", code=None, param="n")
@@ -138,6 +143,21 @@ class OpenAIFake:
         if fmt not in ("png", "jpeg", "webp"):
             return error(400, f"Invalid output_format '{fmt}'.", type_="invalid_request_error", code=None,
                          param="output_format")
+        background = body.get("background", "auto")
+        if background not in ("transparent", "opaque", "auto"):
+            return error(400, f"Invalid background '{background}'.", type_="invalid_request_error",
+                         code="invalid_value", param="background")
+        if background == "transparent" and fmt not in ("png", "webp"):
+            return error(400, "Transparent background requires output_format png or webp.",
+                         type_="invalid_request_error", code="invalid_value", param="background")
+        if "output_compression" in body:
+            oc = body["output_compression"]
+            if fmt not in ("jpeg", "webp") or not isinstance(oc, int) or not 0 <= oc <= 100:
+                return error(400, "output_compression takes 0-100 and only with jpeg or webp.",
+                             type_="invalid_request_error", code="invalid_value", param="output_compression")
+        if body.get("moderation", "auto") not in ("low", "auto"):
+            return error(400, "Invalid moderation value.", type_="invalid_request_error", code="invalid_value",
+                         param="moderation")
         if REFUSE_WORD in prompt:
             return refusal()
         data = []
