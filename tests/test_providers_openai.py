@@ -82,25 +82,81 @@ def test_success_writes_the_decoded_png_and_sends_the_documented_request(fake, e
 
 def test_a_size_the_model_cannot_make_is_mapped_and_not_claimed_exact(fake, env, tmp_path):
     out, dest = make(env, request(width=1000, height=600), tmp_path)
-    assert fake.bodies[-1]["size"] == "1008x608"
+    # 1000x600 is under the 655,360-pixel floor and off the 16-pixel grid.
+    assert fake.bodies[-1]["size"] == "1072x640"
     assert out.exact_size is False
     from PIL import Image
 
-    assert Image.open(dest).size == (1008, 608)
+    assert Image.open(dest).size == (1072, 640)
+
+
+def test_an_undersized_request_is_scaled_up_to_the_pixel_floor_keeping_its_shape(fake, env, tmp_path):
+    # 512x512 sent as-is would be an HTTP 400 for every image of the request.
+    out, dest = make(env, request(width=512, height=512), tmp_path)
+    assert fake.bodies[-1]["size"] == "816x816"
+    assert out.exact_size is False
+    from PIL import Image
+
+    assert Image.open(dest).size == (816, 816)
+    assert fake.calls == 1
+
+
+def test_the_fake_refuses_what_the_api_refuses_for_gpt_image_2(fake):
+    import openai
+
+    client = openai.OpenAI(api_key=KEY, base_url=fake.base_url, max_retries=0)
+    for size in ("512x512", "800x800", "3840x2176", "4096x1024", "3008x992", "1000x1008"):
+        with pytest.raises(openai.BadRequestError) as ei:
+            client.images.generate(model="gpt-image-2", prompt="x", n=1, size=size)
+        assert ei.value.param == "size", size
+    for size in ("2880x2880", "2160x3840", "816x816", "1440x480"):
+        assert client.images.generate(model="gpt-image-2", prompt="x", n=1, size=size).data
+    for model in ("gpt-image-1.5-2025-12-16", "gpt-image-1-mini", "chatgpt-image-latest", "gpt-image-9"):
+        with pytest.raises(openai.NotFoundError) as ei:
+            client.images.generate(model=model, prompt="x", n=1, size="1024x1024")
+        assert ei.value.code == "model_not_found", model
+    with pytest.raises(openai.BadRequestError):
+        client.images.generate(model="gpt-image-2", prompt="x" * 32001, n=1, size="1024x1024")
+    for extra in ({"style": "vivid"}, {"response_format": "b64_json"}, {"background": "transparent",
+                                                                        "output_format": "jpeg"},
+                  {"quality": "hd"}, {"output_compression": 50}, {"moderation": "strict"}):
+        with pytest.raises(openai.BadRequestError) as ei:
+            client.images.generate(model="gpt-image-2", prompt="x", n=1, size="1024x1024", **extra)
+        assert ei.value.status_code == 400, extra
 
 
 @pytest.mark.parametrize("w,h", [(1024, 1024), (1000, 600), (64, 4096), (4096, 64), (4096, 4096), (1920, 1080),
-                                 (3840, 2160), (2160, 3840), (100, 100), (4000, 1000), (333, 777)])
+                                 (3840, 2160), (2160, 3840), (2880, 2880), (100, 100), (512, 512), (64, 64),
+                                 (4000, 1000), (333, 777), (640, 480), (3000, 3000), (4096, 2000)])
 def test_gpt_image_2_sizes_obey_every_rule(w, h):
     mw, mh = oi.map_size("gpt-image-2", w, h)
     assert mw % 16 == 0 and mh % 16 == 0
-    assert max(mw, mh) <= 3840 and min(mw, mh) <= 2160
+    assert max(mw, mh) <= 3840
+    assert 655_360 <= mw * mh <= 8_294_400
     assert max(mw, mh) <= 3 * min(mw, mh)
-    if (w, h) in ((1024, 1024), (3840, 2160), (2160, 3840)):
+    assert oi.flex_size_ok(mw, mh)
+    if (w, h) in ((1024, 1024), (3840, 2160), (2160, 3840), (2880, 2880)):
         assert (mw, mh) == (w, h)
     # The shape is kept as far as the ratio limit allows.
     if max(w, h) <= 3 * min(w, h):
         assert abs(mw / mh - w / h) / (w / h) < 0.1
+
+
+def test_every_asked_size_maps_to_one_the_model_accepts():
+    for w in range(64, 4097, 61):
+        for h in range(64, 4097, 67):
+            mw, mh = oi.map_size("gpt-image-2", w, h)
+            assert oi.flex_size_ok(mw, mh), (w, h, mw, mh)
+            if oi.flex_size_ok(w, h):
+                assert (mw, mh) == (w, h)
+
+
+def test_the_size_note_says_what_is_sent_and_why():
+    note = oi.size_note("gpt-image-2", 512, 512)
+    assert "sent as 816x816 for the asked 512x512" in note and "655,360" in note and "scaled up" in note
+    assert oi.size_note("gpt-image-2", 1024, 1024) is None
+    assert "scaled down" in oi.size_note("gpt-image-2", 4096, 4096)
+    assert "3:1" in oi.size_note("gpt-image-2", 4000, 1000)
 
 
 @pytest.mark.parametrize("w,h,expected", [
@@ -218,7 +274,8 @@ def test_a_rejected_key_is_named_and_never_shown(fake, env, tmp_path, delays):
 
 def test_retired_models_are_refused_before_any_call(fake, env):
     p = get_provider("openai", env=env)
-    for model, day in (("dall-e-3", "2026-05-12"), ("dall-e-2", "2026-05-12"), ("gpt-image-1", "2026-10-23")):
+    for model, day in (("dall-e-3", "2026-05-12"), ("dall-e-2", "2026-05-12"), ("gpt-image-1", "2026-10-23"),
+                       ("gpt-image-1.5-2025-12-16", "2026-12-01")):
         with pytest.raises(BadInput) as ei:
             p.model_for("image", model)
         assert model in ei.value.message and day in ei.value.message
@@ -228,9 +285,10 @@ def test_retired_models_are_refused_before_any_call(fake, env):
 
 
 def test_deprecated_models_are_refused_only_from_their_shutdown_date():
-    oi.check_model("gpt-image-1-mini", on=date(2026, 11, 30))
-    with pytest.raises(BadInput):
-        oi.check_model("gpt-image-1-mini", on=date(2026, 12, 1))
+    for model in ("gpt-image-1-mini", "gpt-image-1.5", "gpt-image-1.5-2025-12-16", "chatgpt-image-latest"):
+        oi.check_model(model, on=date(2026, 11, 30))
+        with pytest.raises(BadInput, match="shut this model down on 2026-12-01"):
+            oi.check_model(model, on=date(2026, 12, 1))
 
 
 def test_model_not_found_from_the_api_names_the_model_and_the_default(fake, env, tmp_path, monkeypatch):
@@ -327,10 +385,24 @@ def test_dry_run_makes_no_request_and_writes_nothing(cli, cli_env, home):
     assert plan["dry_run"] is True
     (item,) = plan["items"]
     assert item["provider"] == "openai" and item["model"] == "gpt-image-2" and item["count"] == 5
-    assert item["output"].startswith("1008x608")
+    assert item["output"].startswith("1072x640")
+    assert any("sent as 1072x640 for the asked 1000x600" in n for n in plan["notes"]), plan["notes"]
     assert item["estimate"]["text"] == "unknown"
     assert cli_env.calls == 0
     assert not home.exists() or not any(home.iterdir())
+
+
+def test_generate_prints_the_size_actually_sent(cli, cli_env, home):
+    r = cli("generate", "a fox", "--user", "alice", "--image-provider", "openai", "--image-size", "512x512",
+            "--images", "2", "--videos", "0")
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "Note: openai images are sent as 816x816 for the asked 512x512" in text
+    assert [b["size"] for b in cli_env.bodies] == ["816x816", "816x816"]
+    from PIL import Image
+
+    gen_dir = next((home / "generated_content" / "alice").iterdir())
+    assert {Image.open(f).size for f in gen_dir.glob("image_*.png")} == {(816, 816)}
 
 
 def test_dry_run_still_refuses_a_retired_model(cli, cli_env, home):

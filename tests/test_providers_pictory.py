@@ -95,6 +95,10 @@ def test_render_with_an_api_key(env, fake, tmp_path):
     assert render.headers["user-agent"].startswith("Mozilla/")
     body = render.json()
     assert body["aspectRatio"] == "16:9" and body["videoName"] == "aigen abc123 video 2"
+    # Without a voiceOver block Pictory renders a silent video; the default narrator is Martin.
+    assert body["voiceOver"] == {"enabled": True,
+                                 "aiVoices": [{"speaker": "Martin", "speed": 100, "amplificationLevel": 0}]}
+    assert fake.unvoiced == [] and not fake.jobs[rep.job_ids[0]].silent
     assert body["scenes"][0]["story"] == "A fox wakes at dawn. It runs across the frozen field."
     assert rep.job_ids == [next(iter(fake.jobs))] and rep.polls_before_save == 0
     assert fake.creations == 1 and fake.count("GET", "/v1/jobs/*") == 3
@@ -150,13 +154,90 @@ def test_cli_makes_pictory_videos(cli, env, fake):
 
 def test_check_request_says_what_pictory_decides_and_refuses_what_it_cannot(env):
     p = provider(env)
-    [note] = p.check_request("video", prompt="x", model=None, width=1280, height=720, duration=4)
+    [note, voice] = p.check_request("video", prompt="x", model=None, width=1280, height=720, duration=4)
     assert "aspect ratio 16:9" in note and "no seed" in note
+    assert "narrated by the voice 'Martin' (the default" in voice
     with pytest.raises(BadInput, match="unknown pictory video model 'gen4.5'"):
         p.check_request("video", prompt="x", model="gen4.5", width=1280, height=720)
     with pytest.raises(BadInput, match="pictory cannot make videos from this request's images"):
         p.check_request("video", prompt="x", model=None, width=1280, height=720,
                         options={"video_from_images": True})
+
+
+# --------------------------------------------------------------------------- voice-over
+def test_cli_voice_option_picks_the_narrator_or_turns_it_off(cli, env, fake):
+    r = cli("generate", "a red fox at dawn", "--user", "alice", "--images", "0", "--videos", "1",
+            "--video-provider", "pictory", "--voice", "Joanna")
+    assert r.exit_code == 0, r.output
+    assert "narrated by the voice 'Joanna'" in " ".join(r.output.split())
+    r = cli("generate", "a red fox at dawn", "--user", "alice", "--images", "0", "--videos", "1",
+            "--video-provider", "pictory", "--voice", "None", "--json")
+    assert r.exit_code == 0, r.output
+    first, second = (x.json()["voiceOver"] for x in fake.matching("POST", RENDER))
+    assert first["aiVoices"][0]["speaker"] == "Joanna" and first["enabled"] is True
+    assert second == {"enabled": False}
+    assert fake.unvoiced == []
+    assert [j.silent for j in fake.jobs.values()] == [False, True]
+
+
+def test_a_retry_keeps_the_chosen_voice(env, fake, home):
+    h = resolve_home(home)
+    h.ensure()
+    store = Store(h.db_path)
+    gen, assets = prepare(RequestSpec(user_id="alice", prompt="a red fox", images=0, videos=1,
+                                      video_provider="pictory", options={"voice": "brian"}), home=h.path)
+    gid = store.create_generation(gen, assets)
+    assert Runner(store, h).run(gid).generation["status"] == "Completed"
+    [render] = fake.matching("POST", RENDER)
+    assert render.json()["voiceOver"]["aiVoices"][0]["speaker"] == "brian"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--voice", ""], "invalid --voice ''"),
+    (["--voice", "Mar;tin"], "invalid --voice 'Mar;tin'"),
+    (["--voice", "x" * 65], "invalid --voice"),
+    (["--voice", "Joanna", "--videos", "0", "--images", "1"], "--voice is for the videos"),
+    (["--voice", "Joanna", "--video-provider", "local"], "takes no voice-over choice"),
+])
+def test_a_bad_voice_option_is_exit_2_and_writes_nothing(cli, env, fake, home, args, message):
+    base = ["generate", "fox", "--user", "alice", "--images", "0", "--video-provider", "pictory"]
+    r = cli(*base, *args)
+    assert r.exit_code == 2, r.output
+    assert message in " ".join(r.output.split())
+    assert fake.creations == 0 and not (home / "aigen.db").exists()
+
+
+def test_a_voice_pictory_does_not_know_fails_with_a_hint_and_is_not_rendered_again(env, fake, tmp_path):
+    rep = RecordingReporter()
+    with pytest.raises(ProviderError) as e:
+        provider(env).generate(req(options={"voice": "Timm"}), tmp_path / "v.mp4", rep)
+    assert e.value.provider_code == "invalid_voice" and "[Timm] is invalid" in e.value.message
+    assert "--voice" in e.value.hint
+    # Resuming the failed job (aigen retry) does not pay for a render that would fail the same way.
+    with pytest.raises(ProviderError) as e:
+        provider(env).generate(req(options={"voice": "Timm"}, provider_job_id=rep.job_ids[0]),
+                               tmp_path / "v.mp4", RecordingReporter())
+    assert e.value.provider_code == "invalid_voice" and fake.creations == 1
+
+
+def test_the_fake_flags_silent_renders_and_rejects_bad_voice_blocks(fake):
+    import requests
+
+    def render(body):
+        return requests.post(fake.url + RENDER, json=body, headers={
+            "Authorization": API_KEY, "User-Agent": "Mozilla/5.0"}, timeout=5)
+
+    base = {"videoName": "v", "aspectRatio": "16:9", "scenes": [{"story": "A fox."}]}
+    r = render({**base, "voiceover": {"enabled": True}})  # a typo: stripped, so no voice at all
+    assert r.status_code == 200 and fake.unvoiced == [r.json()["data"]["jobId"]]
+    for vo in ({"enabled": "yes"}, {"enabled": True}, {"enabled": True, "aiVoices": []},
+               {"enabled": True, "aiVoices": [{"speaker": "Martin", "speed": 300}]},
+               {"enabled": True, "aiVoices": [{"speaker": "Martin"}], "externalVoice": {"voiceUrl": "https://x"}}):
+        r = render({**base, "voiceOver": vo})
+        assert r.status_code == 400 and r.json()["code"] == "INVALID_REQUEST_BODY", vo
+    r = render({**base, "scenes": [{"story": "x" * 15_001}],
+                "voiceOver": {"enabled": False}})
+    assert r.status_code == 400
 
 
 # --------------------------------------------------------------------------- bad days: HTTP

@@ -597,3 +597,25 @@ def test_a_large_source_image_is_re_encoded_as_jpeg_to_fit(tmp_path):
     fits = image_data_uri(src)  # within Runway's 5 MB: sent as is
     assert fits.startswith("data:image/png;base64,")
     assert base64.b64decode(fits.partition(",")[2]) == src.read_bytes()
+
+
+def test_the_fake_refuses_what_runway_refuses():
+    from fakes.runway_fake import sample_png, validate
+
+    png = base64.b64encode(sample_png()).decode()
+    good = {"model": "gen4_turbo", "promptImage": f"data:image/png;base64,{png}", "promptText": "x",
+            "ratio": "1280:720", "duration": 5}
+    assert validate("image_to_video", good) is None
+    html = base64.b64encode(b"<html>not an image</html>").decode()
+    assert "not a valid image/png" in validate("image_to_video", {**good, "promptImage": f"data:image/png;base64,{html}"})
+    assert "not a valid image/jpeg" in validate("image_to_video", {**good, "promptImage": f"data:image/jpeg;base64,{png}"})
+    assert validate("image_to_video", {**good, "contentModeration": {"publicFigureThreshold": "none"}})
+    t2v = {"model": "gen4.5", "promptText": "x", "ratio": "1280:720", "duration": 5}
+    assert validate("text_to_video", t2v) is None
+    assert "audio" in validate("text_to_video", {**t2v, "audio": True})
+    assert validate("text_to_video", {**t2v, "model": "veo3.1", "duration": 4, "audio": True}) is None
+    t2i = {"model": "gen4_image", "promptText": "x", "ratio": "1024:1024"}
+    assert "referenceImages" in validate("text_to_image", {**t2i, "referenceImages": [{"uri": "https://a", "tag": "ab"}]})
+    assert validate("text_to_image", {**t2i, "referenceImages": [{"uri": "https://a", "tag": "fox"}]}) is None
+    for retired in ("gen3a_turbo", "veo3"):
+        assert "Invalid enum value" in validate("image_to_video", {**good, "model": retired})

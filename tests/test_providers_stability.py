@@ -395,3 +395,20 @@ def test_scrub_removes_keys_and_key_shaped_text():
     text = "bad key sk-proj-abcdefgh12345 for Bearer abcdefghijklmnop and mysecretvalue"
     out = http.scrub(text, ["mysecretvalue"])
     assert "sk-proj" not in out and "abcdefghijklmnop" not in out and "mysecretvalue" not in out
+
+
+def test_the_fake_refuses_what_the_api_refuses(fake):
+    import requests
+
+    def post(endpoint="core", **fields):
+        data = {"prompt": "a fox", **fields}
+        return requests.post(f"{fake.base_url}/v2beta/stable-image/generate/{endpoint}", data=data,
+                             files={"none": ""}, headers={"authorization": f"Bearer {KEY}", "accept": "image/*"},
+                             timeout=5)
+
+    assert post().status_code == 200
+    for endpoint, fields in (("core", {"prompt": "x" * 10_001}), ("core", {"negative_prompt": "x" * 10_001}),
+                             ("core", {"style_preset": "watercolour"}), ("sd3", {"mode": "img2img"}),
+                             ("sd3", {"mode": "image-to-image"}), ("ultra", {"strength": "0.5"})):
+        r = post(endpoint, **fields)
+        assert r.status_code == 400 and r.json()["name"] == "bad_request", (endpoint, fields)

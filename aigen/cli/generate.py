@@ -41,6 +41,13 @@ def generate(
         "are more videos than images), so videos and images match. Needs a video provider that can "
         "(runway).",
     ),
+    voice: Optional[str] = typer.Option(
+        None,
+        "--voice",
+        help="Narrator of the videos (pictory): a Pictory voice name or id (default Martin), or 'none' for "
+        "silent videos.",
+        metavar="NAME|none",
+    ),
     notify_at: Optional[str] = typer.Option(
         None,
         "--notify-at",
@@ -112,7 +119,8 @@ def generate(
             notify_at=when,
             notify_via=channels,
             notify_email=address,
-            options={"video_from_images": True} if video_from_images else {},
+            options={**({"video_from_images": True} if video_from_images else {}),
+                     **({"voice": voice} if voice is not None else {})},
         )
         home = state.home
         gen_row, asset_rows = prepare(spec, home=home.path)

@@ -84,6 +84,14 @@ def prepare(spec: RequestSpec, *, env: dict | None = None, home: Path | None = N
                 f"video provider {spec.video_provider!r} cannot make videos from images",
                 hint="use --video-provider runway, or drop --video-from-images",
             )
+    if spec.options.get("voice") is not None:
+        if not spec.videos:
+            raise BadInput("--voice is for the videos' narration, but --videos is 0")
+        if not getattr(providers["video"], "supports_voice", False):
+            raise BadInput(
+                f"video provider {spec.video_provider!r} takes no voice-over choice",
+                hint="--voice works with --video-provider pictory; drop it for other providers",
+            )
     # Providers that only make some sizes, durations or prompt lengths check the
     # request here (before anything is written) and say what will differ.
     notes: list[str] = []

@@ -40,16 +40,20 @@ SHUTDOWNS: dict[str, date] = {
     "gpt-image-1": date(2026, 10, 23),
     "gpt-image-1-mini": date(2026, 12, 1),
     "gpt-image-1.5": date(2026, 12, 1),
+    "gpt-image-1.5-2025-12-16": date(2026, 12, 1),
     "chatgpt-image-latest": date(2026, 12, 1),
 }
 
 # The GPT image models that take only these three sizes.
 STANDARD_SIZES = ((1024, 1024), (1536, 1024), (1024, 1536))
-# gpt-image-2 and later: any WxH with both sides divisible by 16, ratio 1:3..3:1,
-# at most 3840x2160 (either orientation).
+# gpt-image-2 and later (PROVIDERS.md §1): any WxH with both sides divisible by 16,
+# ratio 1:3..3:1, total pixels 655,360 to 8,294,400 (3840x2160) and the longest edge
+# at most 3840 (so 2880x2880 and 2160x3840 are allowed). A size outside is a 400 for
+# every image of the request, so it is mapped before anything is sent.
 FLEX_STEP = 16
-FLEX_MAX_LONG = 3840
-FLEX_MAX_SHORT = 2160
+FLEX_MAX_EDGE = 3840
+FLEX_MIN_PIXELS = 655_360
+FLEX_MAX_PIXELS = 8_294_400
 FLEX_MAX_RATIO = 3
 
 REFUSAL_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
@@ -67,35 +71,86 @@ def is_flexible(model: str) -> bool:
     return model.startswith("gpt-image-2")
 
 
+def flex_size_ok(width: int, height: int) -> bool:
+    """Whether the gpt-image-2 family accepts ``width`` x ``height`` as it is."""
+    return (width % FLEX_STEP == 0 and height % FLEX_STEP == 0 and width > 0 and height > 0
+            and max(width, height) <= FLEX_MAX_EDGE
+            and FLEX_MIN_PIXELS <= width * height <= FLEX_MAX_PIXELS
+            and max(width, height) <= FLEX_MAX_RATIO * min(width, height))
+
+
 def map_size(model: str, width: int, height: int) -> tuple[int, int]:
-    """The size to ask ``model`` for, as close as it allows to ``width`` x ``height``."""
+    """The size to ask ``model`` for, as close as it allows to ``width`` x ``height``.
+
+    gpt-image-2 family: the ratio is clamped to 3:1 first (shortening the long side),
+    then the size is scaled down to fit the edge and pixel caps or scaled *up* to the
+    pixel floor, keeping its aspect ratio, then put on the 16-pixel grid.
+    """
     if not is_flexible(model):
         want = math.log(width / height)
         return min(STANDARD_SIZES, key=lambda s: (abs(math.log(s[0] / s[1]) - want), s != (1024, 1024)))
     w, h = float(width), float(height)
-    # Ratio first (shorten the long side), then fit the box, then the 16-pixel grid.
     if w > FLEX_MAX_RATIO * h:
         w = FLEX_MAX_RATIO * h
     elif h > FLEX_MAX_RATIO * w:
         h = FLEX_MAX_RATIO * w
-    long_max, short_max = (FLEX_MAX_LONG, FLEX_MAX_SHORT)
-    scale = min(1.0, long_max / max(w, h), short_max / min(w, h))
+    area = w * h
+    scale = min(1.0, FLEX_MAX_EDGE / max(w, h), math.sqrt(FLEX_MAX_PIXELS / area))
+    if area * scale * scale < FLEX_MIN_PIXELS:
+        scale = math.sqrt(FLEX_MIN_PIXELS / area)
     w, h = w * scale, h * scale
 
-    def snap(v: float, limit: float) -> int:
-        n = max(FLEX_STEP, int(v / FLEX_STEP + 0.5) * FLEX_STEP)
-        while n > limit:
-            n -= FLEX_STEP
-        return n
+    def near(v: float) -> int:
+        return max(FLEX_STEP, int(v / FLEX_STEP + 0.5) * FLEX_STEP)
 
-    long_is_w = w >= h
-    iw = snap(w, long_max if long_is_w else short_max)
-    ih = snap(h, short_max if long_is_w else long_max)
-    while iw > FLEX_MAX_RATIO * ih:
-        iw -= FLEX_STEP
-    while ih > FLEX_MAX_RATIO * iw:
-        ih -= FLEX_STEP
-    return iw, ih
+    first = (near(w), near(h))
+    if flex_size_ok(*first):
+        return first
+    # Rounding broke a limit (the floor, a cap or the ratio): the allowed grid point
+    # nearest in shape, then in size, among the neighbours of the target.
+    want_ratio, want_area = math.log(w / h), math.log(w * h)
+    best = None
+    for reach in (2, 4, 8):
+        cands = [(cw, ch)
+                 for cw in range(max(FLEX_STEP, first[0] - reach * FLEX_STEP), first[0] + reach * FLEX_STEP + 1,
+                                 FLEX_STEP)
+                 for ch in range(max(FLEX_STEP, first[1] - reach * FLEX_STEP), first[1] + reach * FLEX_STEP + 1,
+                                 FLEX_STEP)
+                 if flex_size_ok(cw, ch)]
+        if cands:
+            best = min(cands, key=lambda c: (round(abs(math.log(c[0] / c[1]) - want_ratio), 9),
+                                             abs(math.log(c[0] * c[1]) - want_area)))
+            break
+    if best is None:  # pragma: no cover - the target itself satisfies every limit
+        raise AssertionError(f"no gpt-image-2 size near {width}x{height}")
+    return best
+
+
+def size_note(model: str, width: int, height: int) -> str | None:
+    """What `generate` prints when ``model`` will not be sent the asked size; None when it is."""
+    w, h = map_size(model, width, height)
+    if (w, h) == (width, height):
+        return None
+    if is_flexible(model):
+        reasons = []
+        long, short = max(width, height), min(width, height)
+        if long > FLEX_MAX_RATIO * short:
+            reasons.append("its ratio is at most 3:1")
+            short_, long_ = short, FLEX_MAX_RATIO * short
+        else:
+            short_, long_ = short, long
+        if short_ * long_ < FLEX_MIN_PIXELS:
+            reasons.append(f"it makes at least {FLEX_MIN_PIXELS:,} pixels, so the size is scaled up keeping its "
+                           "aspect ratio")
+        elif short_ * long_ > FLEX_MAX_PIXELS or long_ > FLEX_MAX_EDGE:
+            reasons.append(f"it makes at most {FLEX_MAX_PIXELS:,} pixels and edges up to {FLEX_MAX_EDGE}, so the "
+                           "size is scaled down keeping its aspect ratio")
+        if not reasons or (width % FLEX_STEP or height % FLEX_STEP):
+            reasons.append("its sides are multiples of 16")
+        why = f"{model}: " + "; ".join(reasons)
+    else:
+        why = f"{model} makes only 1024x1024, 1536x1024 and 1024x1536"
+    return f"openai images are sent as {w}x{h} for the asked {width}x{height} ({why}); the files are {w}x{h}"
 
 
 class OpenAIImages(Provider):
@@ -122,6 +177,14 @@ class OpenAIImages(Provider):
         if model:
             check_model(model)
         return model
+
+    def check_request(self, kind: str, *, prompt: str, model: str | None, width: int, height: int,
+                      duration: float | None = None, options: dict | None = None) -> list[str]:
+        """Before anything is written: the model, and a note when the size sent differs from the asked."""
+        model = model or DEFAULT_MODEL
+        check_model(model)
+        note = size_note(model, width, height)
+        return [note] if note else []
 
     def describe_output(self, kind: str, model: str | None, width: int, height: int) -> str:
         """What the model will be asked for, for `--dry-run`."""
@@ -259,7 +322,8 @@ def classify_error(exc: BaseException, *, key: str | None, model: str) -> Provid
             return ProviderError(
                 f"openai: model {model!r} does not accept the size sent{': ' + detail if detail else ''}",
                 provider="openai", status=status, provider_code="invalid_size",
-                hint="choose another --image-size (gpt-image-2: sides divisible by 16, ratio 1:3 to 3:1)",
+                hint="choose another --image-size (gpt-image-2: sides divisible by 16, ratio 1:3 to 3:1, "
+                     "655,360 to 8,294,400 pixels, edges up to 3840)",
             )
         err = http.error_for_status("openai", status, headers, body or exc.body, key_var=KEY_VAR,
                                     secrets=secrets, what="image generation")
@@ -290,4 +354,4 @@ def classify_error(exc: BaseException, *, key: str | None, model: str) -> Provid
     return None
 
 
-__all__ = ["OpenAIImages", "check_model", "classify_error", "map_size"]
+__all__ = ["OpenAIImages", "check_model", "classify_error", "flex_size_ok", "map_size", "size_note"]

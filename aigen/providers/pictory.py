@@ -12,6 +12,12 @@ Auth, either:
   flow, POST /v1/oauth2/token -> access_token (kept until shortly before
   `expires_in`), sent raw in `Authorization` with `X-Pictory-User-Id`.
 
+Every render carries a `voiceOver` block: Pictory makes a *silent* video
+without one (it has no implicit narrator). The default narrator is `Martin`,
+Pictory's documented default English voice; `--voice NAME` picks another
+(a name, numeric id or provider voice id from GET /v1/voiceovers/tracks) and
+`--voice none` sends `{"enabled": false}` for a deliberately silent video.
+
 Pictory sits behind Cloudflare, which rejects library User-Agents (error 1010),
 so the session sends a browser-like one. Pictory picks stock visuals and
 timing itself: it takes no seed, no exact size (only an aspect ratio) and no
@@ -47,6 +53,13 @@ EXPIRED_URL_STATUSES = frozenset({401, 403, 404, 410})
 # web app) is treated as final too rather than polled until the deadline.
 CANCELLED_STATES = frozenset({"cancelled", "canceled"})
 FINAL_STATES = frozenset({"completed", "failed"}) | CANCELLED_STATES
+# The narrator (PROVIDERS.md §5): Pictory's documented default voice for English.
+DEFAULT_VOICE = "Martin"
+NO_VOICE = "none"
+VOICE_SPEED = 100  # Pictory's default, 50-200
+_VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._()-]{0,63}")
+# A failed job whose message says the speaker is unknown (Pictory: "The AI voice speaker [X] is invalid").
+_BAD_VOICE = re.compile(r"voice.{0,20}speaker|speaker.{0,40}invalid|invalid.{0,20}(voice|speaker)", re.I)
 # Refresh an OAuth token this long before Pictory says it expires.
 TOKEN_MARGIN_S = 120.0
 
@@ -54,6 +67,30 @@ TOKEN_MARGIN_S = 120.0
 # message are read as a refusal (never retried) rather than a plain failure.
 _REFUSAL_WORDS = re.compile(r"moderat|content.?polic|inappropriate|profan|unsafe|safety|nsfw", re.I)
 _QUOTA_WORDS = re.compile(r"credit|quota|insufficient.?(balance|fund)|subscription|plan.?limit", re.I)
+
+
+def validate_voice(value: str | None) -> str | None:
+    """The --voice value as sent (None: the default voice; "none": silent), or BadInput."""
+    if value is None:
+        return None
+    v = value.strip()
+    if v.lower() == NO_VOICE:
+        return NO_VOICE
+    if not _VOICE_NAME.fullmatch(v):
+        raise BadInput(
+            f"invalid --voice {value!r}: give a Pictory voice name or id (1-64 letters, digits, spaces or . _ ( ) -, "
+            "starting with a letter or digit), or 'none' for a silent video",
+            hint=f"Pictory's default English voice is {DEFAULT_VOICE!r}; others include Joanna and Brian",
+        )
+    return v
+
+
+def voice_over(voice: str | None) -> dict:
+    """The storyboard's `voiceOver` block for a --voice value (already validated)."""
+    if voice == NO_VOICE:
+        return {"enabled": False}
+    return {"enabled": True,
+            "aiVoices": [{"speaker": voice or DEFAULT_VOICE, "speed": VOICE_SPEED, "amplificationLevel": 0}]}
 
 
 def aspect_ratio_for(width: int, height: int) -> str:
@@ -71,6 +108,7 @@ class PictoryVideos(Provider):
     default_base_url = DEFAULT_BASE_URL
     default_models = {"video": "storyboard-v2"}
     concurrency = 3
+    supports_voice = True
 
     def __init__(self, env: dict | None = None, home: Path | None = None):
         super().__init__(env=env, home=home)
@@ -102,10 +140,17 @@ class PictoryVideos(Provider):
         if (options or {}).get("video_from_images"):
             raise BadInput("pictory cannot make videos from this request's images: use --video-provider runway")
         ratio = aspect_ratio_for(width, height)
+        voice = validate_voice((options or {}).get("voice"))
+        if voice == NO_VOICE:
+            narration = "no voice-over (--voice none): the videos are silent"
+        else:
+            narration = (f"narrated by the voice {voice or DEFAULT_VOICE!r}"
+                         + ("" if voice else " (the default; choose with --voice NAME, or --voice none)"))
         return [
             f"pictory renders at aspect ratio {ratio} (for the asked {width}x{height}); the pixel size, the "
             "length (set by the story and its voice-over) and the visuals are Pictory's choice, and it takes "
-            "no seed, so videos of one request may look alike"
+            "no seed, so videos of one request may look alike",
+            f"pictory videos are {narration}",
         ]
 
     def describe_output(self, kind: str, model: str | None, width: int, height: int) -> str:
@@ -253,6 +298,8 @@ class PictoryVideos(Provider):
             "videoDescription": req.prompt[:500],
             "language": "en",
             "aspectRatio": aspect_ratio_for(req.width, req.height),
+            # Without it Pictory renders a silent video: there is no implicit narrator.
+            "voiceOver": voice_over(validate_voice((req.options or {}).get("voice"))),
             "scenes": [{"story": req.prompt, "createSceneOnNewLine": True, "createSceneOnEndOfSentence": True}],
         }
         # Not idempotent: a read timeout may hide a render that was started and billed.
@@ -291,8 +338,9 @@ class PictoryVideos(Provider):
             return None
         if status == "failed":
             code, message = _failure(job)
-            if _REFUSAL_WORDS.search(f"{code} {message}"):
-                self._raise_if_failed(job, job_id)  # the same story would be refused again
+            if _REFUSAL_WORDS.search(f"{code} {message}") or _BAD_VOICE.search(message):
+                # The same story would be refused again, the same voice rejected again.
+                self._raise_if_failed(job, job_id)
             log.warning("pictory job %s had failed (%s); starting a new render", job_id, code)
             return None
         if status in CANCELLED_STATES:
@@ -333,6 +381,11 @@ class PictoryVideos(Provider):
         code, message = _failure(job)
         if _REFUSAL_WORDS.search(f"{code} {message}"):
             raise Refused(self.name, f"{message} ({code})", provider_code=code)
+        if _BAD_VOICE.search(message):
+            raise ProviderError(f"pictory job {job_id} failed: Pictory does not know the voice: {message} ({code})",
+                                provider=self.name, provider_code="invalid_voice",
+                                hint="choose a voice from Pictory's list (GET /v1/voiceovers/tracks; e.g. "
+                                     f"{DEFAULT_VOICE}, Joanna, Brian) in a new request with --voice NAME")
         if _QUOTA_WORDS.search(f"{code} {message}"):
             raise QuotaExceeded(f"pictory job {job_id} failed: out of credits or plan limit: {message} ({code})",
                                 provider=self.name, provider_code=code)

@@ -472,7 +472,9 @@ class RunwayProvider(Provider):
             fmt = "png"
         if not video and fmt not in ("png", "jpeg"):
             raise MediaCheckError(f"runway image is {fmt}, not PNG or JPEG")
-        credits = getattr(getattr(task, "cost", None), "credits", None)
+        # runwayml >= 5 types `cost`; older SDKs (the 3.13 floor) keep the unknown field as a plain dict.
+        cost = getattr(task, "cost", None)
+        credits = cost.get("credits") if isinstance(cost, dict) else getattr(cost, "credits", None)
         return AssetOutput(
             format=fmt,
             model=model,

@@ -1,1 +1,23 @@
-"""Fake providers and fake vendor servers used by the tests."""
+"""Fake providers and fake vendor servers used by the tests.
+
+Each fake speaks its vendor's contract (PROVIDERS.md) as strictly as the vendor where the sources say what the
+vendor refuses: shut-down and unknown models, bad sizes, missing or malformed required fields. Where a fake is
+still more lenient than the vendor (kept short on purpose; each is either undocumented or beyond what aigen
+sends), it is listed here:
+
+* OpenAI (openai_fake): moderation is simulated only by the word BLOCKME; rate limits, quota and 5xx only when
+  scripted; `OpenAI-Organization` / `OpenAI-Project` are not checked; the gpt-image-2.6 models get the gpt-image-2
+  size rules though the sources list those rules only for 2 and 2.5; `stream` / `partial_images` are accepted but
+  never streamed; n > 1 with SVG output is not refused; the 404 status of `model_not_found` is not verified.
+* Pictory (pictory_fake): any numeric speaker id is accepted and names are checked against the few voices the docs
+  name, not the account's GET /v1/voiceovers/tracks list; a voice's language is not matched against `language`;
+  `backgroundMusic`, `logo`, `subtitleStyle` and scene fields other than `story` are not validated; no 429 or
+  credit exhaustion unless scripted; its mp4 has no audio track, so a silent render is flagged on the job
+  (`Job.voice_missing`) rather than detectable in the file.
+* Runway (runway_fake): only the models aigen uses are known (others are refused, which is stricter); unknown body
+  fields are ignored (Runway's handling is undocumented); THROTTLED and the daily-quota 429 only when scripted;
+  `estimatedCost` / `cost` are fixed numbers.
+* Stability (stability_fake): the legacy `sd3-large`, `sd3-large-turbo`, `sd3-medium` names are accepted (not
+  confirmed for 2026); the output size follows the aspect ratio but not each model's real resolution; the 10 MiB
+  body limit (413), 402 and 429 only when scripted; `image` uploads are not decoded.
+"""

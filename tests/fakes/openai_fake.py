@@ -1,8 +1,10 @@
 """A fake OpenAI Images API on 127.0.0.1 that follows the documented contract (PROVIDERS.md §1).
 
 ``POST /v1/images/generations`` with a JSON body. Checks the bearer key, the model
-(retired ones answer ``model_not_found``), ``n``, the size rules of the model and
-``output_format``; answers ``{"created", "data": [{"b64_json"}], "size", "output_format",
+(shut-down and unknown ones answer ``model_not_found``; a body without ``model`` gets the
+API's historical default ``dall-e-2``, which is shut down), the prompt length, ``n``, the size
+rules of the model (gpt-image-2 family: sides divisible by 16, ratio 1:3..3:1, 655,360 to
+8,294,400 pixels, longest edge 3840), ``quality`` and ``output_format``; answers ``{"created", "data": [{"b64_json"}], "size", "output_format",
 "usage"}`` with a real PNG of the asked size, a different colour per call.
 
 A prompt containing ``BLOCKME`` is refused the way GPT image models refuse
@@ -21,7 +23,18 @@ from fakes.httpfake import FakeServer, Recorded, Reply, png_bytes
 
 PATH = "/v1/images/generations"
 KEY = "sk-test-openai-0123456789abcdef"
-RETIRED = {"dall-e-2", "dall-e-3", "gpt-image-1"}
+# Shut down as of December 2026 (PROVIDERS.md §0): the fake plays the API as it is now.
+RETIRED = {"dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "gpt-image-1.5-2025-12-16",
+           "chatgpt-image-latest"}
+# The openai 3.57.0 ImageModel literal, less the retired ones.
+MODELS = {"gpt-image-2", "gpt-image-2-2026-04-21", "gpt-image-2.5-sunburst", "gpt-image-2.5-sunburst-2026-09-08",
+          "gpt-image-2.5-flare", "gpt-image-2.5-flare-2026-09-08", "gpt-image-2.6-sunburst", "gpt-image-2.6-flare"}
+PROMPT_MAX = 32000
+# The request fields of images.generate for GPT image models; OpenAI answers 400 unknown_parameter to others
+# (response_format and style are dall-e only).
+PARAMS = {"prompt", "model", "n", "size", "quality", "output_format", "output_compression", "background",
+          "moderation", "user", "safety_identifier", "stream", "partial_images"}
+MIN_PIXELS, MAX_PIXELS, MAX_EDGE = 655_360, 8_294_400, 3840
 STANDARD = {"1024x1024", "1536x1024", "1024x1536", "auto"}
 REFUSE_WORD = "BLOCKME"
 
@@ -97,28 +110,54 @@ class OpenAIFake:
             return error(400, "Expected a JSON body.", type_="invalid_request_error", code=None)
         body = req.json()
         prompt = body.get("prompt")
-        model = body.get("model")
+        model = body.get("model", "dall-e-2")
         if not prompt:
             return error(400, "Missing required parameter: 'prompt'.", type_="invalid_request_error",
                          code="missing_required_parameter", param="prompt")
-        if model in RETIRED:
+        if not isinstance(prompt, str) or len(prompt) > PROMPT_MAX:
+            return error(400, f"Invalid 'prompt': string too long. Expected a string with maximum length "
+                              f"{PROMPT_MAX}.", type_="invalid_request_error", code="string_above_max_length",
+                         param="prompt")
+        if model in RETIRED or model not in MODELS:
             return error(404, f"The model '{model}' does not exist or you do not have access to it.",
                          type_="invalid_request_error", code="model_not_found")
-        if "response_format" in body:
-            return error(400, "Unknown parameter: 'response_format'.", type_="invalid_request_error",
-                         code="unknown_parameter", param="response_format")
+        unknown = sorted(set(body) - PARAMS)
+        if unknown:
+            return error(400, f"Unknown parameter: '{unknown[0]}'.", type_="invalid_request_error",
+                         code="unknown_parameter", param=unknown[0])
         n = body.get("n", 1)
-        if not 1 <= n <= 10:
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10:
             return error(400, f"Invalid 'n': {n}.", type_="invalid_request_error", code=None, param="n")
         size = body.get("size", "auto")
         ok, w, h = self._size_ok(model, size)
         if not ok:
             return error(400, f"Invalid size '{size}' for model {model}.", type_="invalid_request_error",
                          code="invalid_value", param="size")
+        quality = body.get("quality", "auto")
+        allowed_q = {"low", "medium", "high", "auto"} | ({"xhigh", "max"} if model.startswith("gpt-image-2.")
+                                                         else set())
+        if quality not in allowed_q:
+            return error(400, f"Invalid quality '{quality}'.", type_="invalid_request_error",
+                         code="invalid_value", param="quality")
         fmt = body.get("output_format", "png")
         if fmt not in ("png", "jpeg", "webp"):
             return error(400, f"Invalid output_format '{fmt}'.", type_="invalid_request_error", code=None,
                          param="output_format")
+        background = body.get("background", "auto")
+        if background not in ("transparent", "opaque", "auto"):
+            return error(400, f"Invalid background '{background}'.", type_="invalid_request_error",
+                         code="invalid_value", param="background")
+        if background == "transparent" and fmt not in ("png", "webp"):
+            return error(400, "Transparent background requires output_format png or webp.",
+                         type_="invalid_request_error", code="invalid_value", param="background")
+        if "output_compression" in body:
+            oc = body["output_compression"]
+            if fmt not in ("jpeg", "webp") or not isinstance(oc, int) or not 0 <= oc <= 100:
+                return error(400, "output_compression takes 0-100 and only with jpeg or webp.",
+                             type_="invalid_request_error", code="invalid_value", param="output_compression")
+        if body.get("moderation", "auto") not in ("low", "auto"):
+            return error(400, "Invalid moderation value.", type_="invalid_request_error", code="invalid_value",
+                         param="moderation")
         if REFUSE_WORD in prompt:
             return refusal()
         data = []
@@ -142,7 +181,7 @@ class OpenAIFake:
             return False, 0, 0
         w, h = int(m.group(1)), int(m.group(2))
         if model.startswith("gpt-image-2"):
-            ok = (w % 16 == 0 and h % 16 == 0 and max(w, h) <= 3840 and min(w, h) <= 2160
-                  and max(w, h) <= 3 * min(w, h))
+            ok = (w % 16 == 0 and h % 16 == 0 and max(w, h) <= 3 * min(w, h)
+                  and MIN_PIXELS <= w * h <= MAX_PIXELS and max(w, h) <= MAX_EDGE)
             return ok, w, h
         return size in STANDARD, w, h

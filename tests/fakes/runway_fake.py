@@ -313,9 +313,30 @@ def validate(endpoint: str, body: dict) -> str | None:
         if not header.endswith(";base64"):
             return "promptImage: Invalid data URI."
         try:
-            base64.b64decode(payload, validate=True)
+            raw = base64.b64decode(payload, validate=True)
         except ValueError:
             return "promptImage: Invalid data URI."
+        # Runway decodes the image: bytes that are not the declared image type are refused.
+        declared = header[len("data:"):].split(";")[0]
+        magic = {"image/png": (b"\x89PNG\r\n\x1a\n",), "image/jpeg": (b"\xff\xd8\xff",),
+                 "image/webp": (b"RIFF",)}
+        if declared not in magic or not raw.startswith(magic[declared]):
+            return f"promptImage: the data URI is not a valid {declared} image"
+    moderation = body.get("contentModeration")
+    if moderation is not None and (not isinstance(moderation, dict)
+                                   or moderation.get("publicFigureThreshold", "auto") not in ("auto", "low")):
+        return "contentModeration.publicFigureThreshold: Invalid enum value. Expected 'auto' | 'low'"
+    if "audio" in body and (not isinstance(body["audio"], bool) or not model.startswith("veo3.1")):
+        return "audio: Expected boolean (veo3.1 models only)"
+    refs = body.get("referenceImages")
+    if refs is not None:
+        if endpoint != "text_to_image" or not isinstance(refs, list) or len(refs) > 3:
+            return "referenceImages: at most 3, text_to_image only"
+        for r in refs:
+            tag = r.get("tag") if isinstance(r, dict) else None
+            if not isinstance(r, dict) or not isinstance(r.get("uri"), str) or (
+                    tag is not None and not (isinstance(tag, str) and 3 <= len(tag) <= 16)):
+                return "referenceImages: each needs a uri, and a tag of 3-16 characters if any"
     return None
 
 

@@ -22,6 +22,11 @@ from fakes.httpfake import FakeServer, Recorded, Reply, png_bytes
 PATH = "/v2beta/stable-image/generate/*"
 KEY = "sk-test-stability-0123456789abcdef"
 RATIOS = {"16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21"}
+PROMPT_MAX = 10_000
+STYLE_PRESETS = {"3d-model", "analog-film", "anime", "cinematic", "comic-book", "digital-art", "enhance",
+                 "fantasy-art", "isometric", "line-art", "low-poly", "modeling-compound", "neon-punk", "origami",
+                 "photographic", "pixel-art", "tile-texture"}
+# The SD3.0 names are in the older spec copies but not confirmed for 2026 (PROVIDERS.md §4): still accepted.
 SD3_MODELS = {"sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium", "sd3-large", "sd3-large-turbo", "sd3-medium"}
 
 
@@ -83,6 +88,24 @@ class StabilityFake:
         prompt = form.get("prompt") or ""
         if not prompt:
             return error(400, "bad_request", "prompt: cannot be empty")
+        for name in ("stability-client-id", "stability-client-user-id", "stability-client-version"):
+            if len(req.headers.get(name, "")) > 256:
+                return error(400, "bad_request", f"{name}: must be at most 256 characters")
+        for name in ("prompt", "negative_prompt"):
+            if len(form.get(name) or "") > PROMPT_MAX:
+                return error(400, "bad_request", f"{name}: must be at most {PROMPT_MAX} characters")
+        if "style_preset" in form and (endpoint == "sd3" or form["style_preset"] not in STYLE_PRESETS):
+            return error(400, "bad_request", f"style_preset: must be one of {sorted(STYLE_PRESETS)}")
+        mode = form.get("mode", "text-to-image")
+        if endpoint == "sd3" and mode not in ("text-to-image", "image-to-image"):
+            return error(400, "bad_request", "mode: must be text-to-image or image-to-image")
+        wants_image = (endpoint == "sd3" and mode == "image-to-image") or "strength" in form
+        if wants_image and "image" not in form:
+            return error(400, "bad_request", "image: required for image-to-image")
+        if "image" in form and endpoint != "core" and "strength" not in form:
+            return error(400, "bad_request", "strength: required when image is given")
+        if "image" in form and endpoint == "core":
+            return error(400, "bad_request", "image: core takes no image")
         ratio = form.get("aspect_ratio", "1:1")
         if ratio not in RATIOS:
             return error(400, "bad_request", f"aspect_ratio: must be one of {sorted(RATIOS)}")
