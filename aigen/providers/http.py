@@ -11,13 +11,20 @@ Stable API (used by openai, stability, runway and pictory):
 * ``error_for_status(...)`` / ``raise_for_response(resp, ...)``: the one mapping from an
   HTTP status and body to ``ProviderError`` / ``QuotaExceeded`` (providers refine it
   first for their own refusal shapes).
-* ``error_from_requests(exc, ...)``: a ``requests`` exception as a ``ProviderError``.
+* ``error_from_requests(exc, ...)``: a ``requests`` exception as a ``ProviderError``;
+  ``never_sent(exc)`` tells a connection that never opened (retried) from one lost
+  after sending, and ``sent_but_lost(...)`` is the one error (and wording) for a paid
+  call whose answer was lost after sending: "may have made and billed it", never retried.
+* ``BodyLimits.from_env(env, deadline)`` / ``iter_body(resp, ...)``: a total deadline and
+  a minimum rate for a response body, enforced on every recv (AIGEN_DOWNLOAD_DEADLINE,
+  AIGEN_DOWNLOAD_MIN_RATE, AIGEN_DOWNLOAD_RATE_WINDOW).
 * ``make_session(...)``: a ``requests.Session`` with default (connect, read) timeouts and
   an optional browser-like User-Agent (Pictory sits behind Cloudflare).
 * ``download(url, dest, ...)``: stream a media URL to ``dest`` with a timeout, a total
   deadline, a size cap, a truncation check and a Content-Type + magic-bytes check.
-  ``save_response(resp, dest, ...)``: the same checks for a response already opened
-  (an API that answers a POST with the media bytes).
+  ``save_response(resp, dest, ..., paid=True)``: the same checks for a response already
+  opened (an API that answers a POST with the media bytes; a cut-off answer is then
+  ``sent_but_lost``, not a retryable truncation).
 * ``timeout_from_env(env, default_read)``: (connect, read) timeouts, ``AIGEN_HTTP_TIMEOUT`` wins.
 * ``sniff(head)`` / ``check_media_bytes(...)`` / ``write_media(...)``: magic-byte checks for
   bytes that arrive in a JSON body (base64) rather than from a URL.
