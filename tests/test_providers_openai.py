@@ -16,7 +16,8 @@ from aigen.providers import http
 from aigen.providers import openai_images as oi
 from aigen.providers.base import AssetRequest, get_provider
 from fakes.httpfake import Reply, png_bytes
-from fakes.openai_fake import KEY, OpenAIFake, quota, rate_limited, server_error
+from fakes.openai_fake import (KEY, OpenAIFake, cut_answer, dropped, garbled_answer, quota, rate_limited,
+                               server_error, trickled)
 
 
 class Recorder:
@@ -247,6 +248,61 @@ def test_a_timeout_is_reported_and_not_retried_so_it_is_never_paid_twice(fake, e
     assert "no answer within the timeout" in ei.value.message
 
 
+BILLED = "may have made and billed it; not retried"
+
+
+def test_a_timeout_says_it_may_have_been_billed_and_how_to_make_a_new_one(fake, env, tmp_path, delays):
+    fake.script(Reply(200, {"data": []}, delay=5))
+    with pytest.raises(ProviderTimeout) as ei:
+        make({**env, "AIGEN_HTTP_TIMEOUT": "0.3"}, request(), tmp_path)
+    assert BILLED in ei.value.message and "aigen retry" in ei.value.hint
+
+
+@pytest.mark.parametrize("fault, words", [
+    (lambda png: cut_answer(png), "the answer was cut off"),
+    (lambda png: garbled_answer(png), "the answer could not be read (invalid JSON"),
+    (lambda png: dropped(), "the connection broke after the request was sent"),
+    (lambda png: Reply(200, {"created": 1, "data": [{"b64_json": base64.b64encode(png[:-40]).decode()}]}),
+     "the PNG in the answer is cut off"),
+    (lambda png: Reply(200, "<html>bad gateway</html>", content_type="text/html"), "the answer could not be read"),
+])
+def test_an_answer_lost_after_sending_is_one_paid_call_never_resent(fake, env, tmp_path, delays, fault, words):
+    fake.script(fault(png_bytes(64, 64)))
+    with pytest.raises(ProviderError) as ei:
+        make(env, request(), tmp_path)
+    assert fake.calls == 1 and delays == []
+    msg = ei.value.message
+    assert words in msg and BILLED in msg and "could not reach" not in msg
+    assert not ei.value.retryable and not (tmp_path / "out.png").exists()
+
+
+def test_a_trickling_answer_fails_within_the_deadline(fake, env, tmp_path, delays):
+    fake.script(trickled(png_bytes(64, 64)))
+    t0 = time.monotonic()
+    with pytest.raises(ProviderTimeout) as ei:
+        make({**env, "AIGEN_DOWNLOAD_DEADLINE": "2", "AIGEN_DOWNLOAD_MIN_RATE": "0"}, request(), tmp_path)
+    took = time.monotonic() - t0
+    assert took < 2 + 3, took
+    assert "over its 2 s deadline" in ei.value.message and BILLED in ei.value.message
+    assert fake.calls == 1 and delays == []
+
+
+def test_a_stalled_answer_cannot_outlast_the_deadline_by_the_read_timeout(fake, env, tmp_path, delays):
+    fake.script(trickled(png_bytes(64, 64), nbytes=32, every=20))  # one write, then 20 s of nothing
+    t0 = time.monotonic()
+    with pytest.raises(ProviderTimeout, match="over its 2 s deadline"):
+        make({**env, "AIGEN_DOWNLOAD_DEADLINE": "2", "AIGEN_HTTP_TIMEOUT": "30"}, request(), tmp_path)
+    assert time.monotonic() - t0 < 2 + 3
+    assert fake.calls == 1
+
+
+def test_a_slow_answer_is_failed_by_the_rate_floor(fake, env, tmp_path, delays):
+    fake.script(trickled(png_bytes(64, 64)))
+    with pytest.raises(ProviderTimeout, match="too slow.*under the 1000 bytes/s minimum"):
+        make({**env, "AIGEN_DOWNLOAD_MIN_RATE": "1000", "AIGEN_DOWNLOAD_RATE_WINDOW": "1"}, request(), tmp_path)
+    assert fake.calls == 1
+
+
 def test_connection_refused_is_retried_because_nothing_was_sent(tmp_path, delays):
     from fakes.httpfake import FakeServer
 
@@ -313,7 +369,7 @@ def test_bytes_that_are_not_a_png_are_refused(fake, env, tmp_path):
 def test_invalid_base64_and_empty_answers_are_clear_errors(fake, env, tmp_path):
     fake.script(Reply(200, {"created": 1, "data": [{"b64_json": "%%%not base64%%%"}]}),
                 Reply(200, {"created": 1, "data": []}))
-    with pytest.raises(MediaCheckError, match="not valid base64"):
+    with pytest.raises(ProviderError, match="not valid base64.*may have made and billed it"):
         make(env, request(), tmp_path)
     with pytest.raises(ProviderError, match="without an image"):
         make(env, request(), tmp_path)

@@ -272,9 +272,16 @@ def test_out_of_credits_is_reported_as_quota(env, fake, sleeps, tmp_path):
 
 def test_a_slow_render_request_times_out_and_is_not_sent_twice(env, fake, tmp_path):
     fake.script("POST", RENDER, Reply(200, {"success": True, "data": {"jobId": "late"}}, delay=5))
-    with pytest.raises(ProviderTimeout, match="no answer from the server within the timeout"):
+    with pytest.raises(ProviderTimeout, match="no answer within the timeout .the provider may have made and billed"):
         provider(env, AIGEN_HTTP_TIMEOUT="1.0").generate(req(), tmp_path / "v.mp4", RecordingReporter())
     assert fake.count("POST", RENDER) == 1
+
+
+def test_a_render_request_whose_connection_drops_is_not_sent_twice(env, fake, sleeps, tmp_path):
+    fake.script("POST", RENDER, Reply(drop=True))
+    with pytest.raises(ProviderError, match="connection broke after the request was sent .*may have made and billed"):
+        provider(env).generate(req(), tmp_path / "v.mp4", RecordingReporter())
+    assert fake.count("POST", RENDER) == 1 and sleeps == []
 
 
 def test_a_slow_poll_is_retried(env, fake, sleeps, tmp_path):

@@ -208,14 +208,78 @@ def test_a_timeout_is_reported_and_not_retried(fake, env, tmp_path, delays):
     assert fake.calls == 1 and delays == []
 
 
-def test_a_truncated_image_is_retried_and_the_retry_kept(fake, env, tmp_path, delays):
-    png = png_bytes(64, 64)
-    fake.script(Reply(200, png, content_type="image/png", truncate_to=30, headers={"finish-reason": "SUCCESS"}))
-    _, dest = make(env, request(), tmp_path)
-    assert fake.calls == 2 and len(delays) == 1
-    from PIL import Image
+BILLED = "may have made and billed it; not retried"
 
-    Image.open(dest).load()  # complete and decodable
+
+def test_a_timeout_says_it_may_have_been_billed(fake, env, tmp_path, delays):
+    fake.script(Reply(200, png_bytes(), content_type="image/png", delay=5))
+    with pytest.raises(ProviderTimeout) as ei:
+        make({**env, "AIGEN_HTTP_TIMEOUT": "0.3"}, request(), tmp_path)
+    assert BILLED in ei.value.message and "no answer within the timeout" in ei.value.message
+    assert "aigen retry" in ei.value.hint and not ei.value.retryable
+
+
+def _cut(png, **kw):
+    return Reply(200, png, content_type="image/png", headers={"finish-reason": "SUCCESS"}, **kw)
+
+
+@pytest.mark.parametrize("answer, words", [
+    # Content-Length says more than arrives (urllib3 IncompleteRead).
+    (lambda png: _cut(png, truncate_to=30), "connection closed after 30 of"),
+    # No Content-Length: the body ends when the connection closes, the PNG has no IEND.
+    (lambda png: _cut(png[:-40], no_length=True), "PNG data ends early"),
+    # The request arrives, the connection closes without a byte of answer.
+    (lambda png: Reply(drop=True), "connection broke after the request was sent"),
+])
+def test_a_cut_off_paid_answer_is_one_paid_call_never_resent(fake, env, tmp_path, delays, answer, words):
+    fake.script(answer(png_bytes(64, 64)))
+    with pytest.raises(ProviderError) as ei:
+        make(env, request(), tmp_path)
+    # Exactly one paid request reached the fake: the answer was not fetched again by resending it.
+    assert fake.calls == 1 and delays == []
+    assert words in ei.value.message and BILLED in ei.value.message
+    assert not ei.value.retryable and "could not reach" not in ei.value.message
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_cut_off_or_unreadable_json_answer_is_not_resent(fake, env, tmp_path, delays):
+    import base64 as b64
+
+    png = png_bytes(64, 64)
+    full = json.dumps({"image": b64.b64encode(png).decode(), "finish_reason": "SUCCESS", "seed": 1})
+    ctype = "application/json; type=image/png"
+    fake.script(Reply(200, full, content_type=ctype, truncate_to=len(full) // 2),
+                Reply(200, full[: len(full) // 2], content_type=ctype),
+                Reply(200, {"image": "!!not base64!!", "finish_reason": "SUCCESS"}, content_type=ctype),
+                Reply(200, {"image": b64.b64encode(png[:-40]).decode(), "finish_reason": "SUCCESS"},
+                      content_type=ctype))
+    for n, words in enumerate(("truncated", "could not be read", "not valid base64", "cut off"), start=1):
+        with pytest.raises(ProviderError) as ei:
+            make(env, request(), tmp_path)
+        assert fake.calls == n, words
+        assert words in ei.value.message and BILLED in ei.value.message
+    assert delays == [] and not (tmp_path / "out.png").exists()
+
+
+def test_a_trickling_answer_fails_within_the_deadline_without_a_second_call(fake, env, tmp_path, delays):
+    fake.script(_cut(png_bytes(64, 64) + bytes(20_000), trickle=(16, 0.25)))
+    t0 = time.monotonic()
+    with pytest.raises(ProviderTimeout) as ei:
+        make({**env, "AIGEN_DOWNLOAD_DEADLINE": "2", "AIGEN_DOWNLOAD_MIN_RATE": "0"}, request(), tmp_path)
+    assert time.monotonic() - t0 < 2 + 3
+    assert "over its 2 s deadline" in ei.value.message and BILLED in ei.value.message
+    assert fake.calls == 1 and delays == []
+
+
+def test_connection_refused_is_retried_because_nothing_was_sent(tmp_path, delays):
+    srv = FakeServer().start()
+    url = srv.url
+    srv.stop()  # nothing listens on that port now
+    with pytest.raises(ProviderError) as ei:
+        make({"STABILITY_API_KEY": KEY, "STABILITY_BASE_URL": url, "AIGEN_RETRY_ATTEMPTS": "2"}, request(),
+             tmp_path)
+    assert len(delays) == 1
+    assert "could not reach the server" in ei.value.message and "billed" not in ei.value.message
 
 
 def test_a_wrong_type_answer_is_refused_and_not_saved(fake, env, tmp_path, delays):
@@ -258,6 +322,19 @@ def test_generate_with_stability_end_to_end(cli, cli_env, home):
     for p in home.rglob("*"):
         if p.is_file():
             assert KEY.encode() not in p.read_bytes(), p
+
+
+def test_a_cut_off_answer_fails_the_asset_and_only_aigen_retry_pays_again(cli, cli_env, home):
+    cli_env.script(_cut(png_bytes(64, 64), truncate_to=30))
+    r = cli("generate", "a lighthouse", "--user", "bob", "--image-provider", "stability", "--videos", "0",
+            "--images", "1", "--json")
+    assert r.exit_code == 1, r.output
+    data = json.loads(r.output)
+    assert data["status"] == "Failed" and "may have made and billed it" in data["error"]
+    assert cli_env.calls == 1
+    r = cli("retry", data["id"], "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["status"] == "Completed"
+    assert cli_env.calls == 2
 
 
 def test_dry_run_prints_the_stability_cost_and_calls_nothing(cli, cli_env, home):
@@ -352,7 +429,7 @@ def test_download_read_timeout_and_total_deadline(server, tmp_path):
     assert time.monotonic() - t0 < 3
     ticks = iter(range(0, 10**6, 100))
     server.route("GET", "/ok", Reply(200, png_bytes(), content_type="image/png"))
-    with pytest.raises(ProviderTimeout, match="longer than 50 s"):
+    with pytest.raises(ProviderTimeout, match=r"took [0-9]+\.0 s, over its 50 s deadline"):
         dl(server, "/ok", tmp_path / "x", deadline=50, clock=lambda: next(ticks))
 
 

@@ -11,13 +11,20 @@ Stable API (used by openai, stability, runway and pictory):
 * ``error_for_status(...)`` / ``raise_for_response(resp, ...)``: the one mapping from an
   HTTP status and body to ``ProviderError`` / ``QuotaExceeded`` (providers refine it
   first for their own refusal shapes).
-* ``error_from_requests(exc, ...)``: a ``requests`` exception as a ``ProviderError``.
+* ``error_from_requests(exc, ...)``: a ``requests`` exception as a ``ProviderError``;
+  ``never_sent(exc)`` tells a connection that never opened (retried) from one lost
+  after sending, and ``sent_but_lost(...)`` is the one error (and wording) for a paid
+  call whose answer was lost after sending: "may have made and billed it", never retried.
+* ``BodyLimits.from_env(env, deadline)`` / ``iter_body(resp, ...)``: a total deadline and
+  a minimum rate for a response body, enforced on every recv (AIGEN_DOWNLOAD_DEADLINE,
+  AIGEN_DOWNLOAD_MIN_RATE, AIGEN_DOWNLOAD_RATE_WINDOW).
 * ``make_session(...)``: a ``requests.Session`` with default (connect, read) timeouts and
   an optional browser-like User-Agent (Pictory sits behind Cloudflare).
 * ``download(url, dest, ...)``: stream a media URL to ``dest`` with a timeout, a total
   deadline, a size cap, a truncation check and a Content-Type + magic-bytes check.
-  ``save_response(resp, dest, ...)``: the same checks for a response already opened
-  (an API that answers a POST with the media bytes).
+  ``save_response(resp, dest, ..., paid=True)``: the same checks for a response already
+  opened (an API that answers a POST with the media bytes; a cut-off answer is then
+  ``sent_but_lost``, not a retryable truncation).
 * ``timeout_from_env(env, default_read)``: (connect, read) timeouts, ``AIGEN_HTTP_TIMEOUT`` wins.
 * ``sniff(head)`` / ``check_media_bytes(...)`` / ``write_media(...)``: magic-byte checks for
   bytes that arrive in a JSON body (base64) rather than from a URL.
@@ -359,14 +366,62 @@ def raise_for_response(
     )
 
 
+#: The one wording for "the paid request left, its answer did not arrive whole".
+BILLED_NOTE = "the provider may have made and billed it; not retried so it is not paid for twice"
+BILLED_HINT = "`aigen retry ID` makes a new one when you choose to (check the provider's dashboard first)"
+
+
+def sent_but_lost(
+    provider: str, what_happened: str, *, code: str, timeout: bool = False, hint: str | None = None,
+) -> ProviderError:
+    """The error for a paid, non-idempotent call whose request was sent but whose answer was lost.
+
+    A read timeout, a connection dropped after sending, a cut-off or unreadable
+    answer: the provider may already have made (and billed) the asset, so it is
+    never retried automatically. One wording for every provider: "PROVIDER:
+    WHAT (the provider may have made and billed it; not retried ...)".
+    """
+    cls = ProviderTimeout if timeout else ProviderError
+    return cls(
+        f"{provider}: {what_happened} ({BILLED_NOTE})", provider=provider, retryable=False,
+        provider_code=code, hint=hint or BILLED_HINT,
+    )
+
+
+def never_sent(exc: BaseException) -> bool:
+    """True when a connection error happened before the request left (refused, DNS, connect timeout).
+
+    Walks the exception chain for urllib3's / httpx's connect-phase errors; any
+    other connection failure (reset, remote closed, cut-off body) may have
+    happened after the server got the request.
+    """
+    seen = 0
+    cur: BaseException | None = exc
+    while cur is not None and seen < 12:
+        name = type(cur).__name__
+        if name in ("NewConnectionError", "NameResolutionError", "ConnectTimeoutError", "ConnectTimeout",
+                    "ConnectError", "ConnectionRefusedError", "gaierror"):
+            return True
+        reason = getattr(cur, "reason", None)
+        if isinstance(reason, BaseException) and reason is not cur:
+            cur = reason
+        elif cur.args and isinstance(cur.args[0], BaseException):
+            cur = cur.args[0]
+        else:
+            cur = cur.__cause__ or cur.__context__
+        seen += 1
+    return False
+
+
 def error_from_requests(
     exc: BaseException, *, provider: str, idempotent: bool, secrets: Iterable[str | None] = ()
 ) -> ProviderError | None:
     """A ``requests`` exception as a ProviderError; None for anything that is not a network error.
 
-    A connect failure means the request never left: always safe to retry. A read
-    timeout on a non-idempotent call (creating a paid generation) may mean the
-    work was done and billed, so it is reported, not retried: never pay twice.
+    A connect failure means the request never left: always safe to retry ("could
+    not reach"). Anything after sending (a read timeout, a reset, a cut-off body) on
+    a non-idempotent call (creating a paid generation) may mean the work was done
+    and billed, so it is reported with ``sent_but_lost``, not retried: never pay twice.
     """
     import requests
 
@@ -379,18 +434,29 @@ def error_from_requests(
             provider_code="connect_timeout",
         )
     if isinstance(exc, requests.exceptions.Timeout):
+        if not idempotent:
+            return sent_but_lost(provider, "no answer within the timeout", code="timeout", timeout=True,
+                                 hint=f"raise the read timeout with {TIMEOUT_ENV}=SECONDS if it takes long; "
+                                      + BILLED_HINT)
         return ProviderTimeout(
             f"{provider}: no answer from the server within the timeout", provider=provider,
-            retryable=idempotent, provider_code="timeout",
-            hint=None if idempotent else "the request may still complete on the provider's side",
+            retryable=True, provider_code="timeout",
         )
     if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError)):
         # ChunkedEncodingError / a reset mid-body is a ConnectionError too, and then
         # the request did reach the server.
-        sent = isinstance(exc, requests.exceptions.ChunkedEncodingError) or "reset" in text.lower()
+        sent = isinstance(exc, requests.exceptions.ChunkedEncodingError) or not never_sent(exc)
+        if sent and not idempotent:
+            return sent_but_lost(provider, f"the connection broke after the request was sent ({_short(text)})",
+                                 code="connection_lost")
+        if not sent:
+            return ProviderError(
+                f"{provider}: could not reach the server ({_short(text)})", provider=provider,
+                retryable=True, provider_code="connection",
+            )
         return ProviderError(
             f"{provider}: connection failed ({_short(text)})", provider=provider,
-            retryable=idempotent or not sent, provider_code="connection",
+            retryable=True, provider_code="connection",
         )
     if isinstance(exc, requests.exceptions.RequestException):
         return ProviderError(f"{provider}: request failed ({_short(text)})", provider=provider,
@@ -570,11 +636,15 @@ def download(
     secrets: Iterable[str | None] = (),
     progress: Callable[[int, int | None], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    env: Mapping[str, str] | None = None,
+    limits: BodyLimits | None = None,
 ) -> Downloaded:
     """Stream ``url`` into ``dest`` (overwritten), checking everything a bad day can break.
 
     * ``timeout``: (connect, read) per network operation; ``deadline``: seconds for
-      the whole transfer (a server that trickles bytes cannot hold a worker forever).
+      the whole transfer, and a minimum rate (``BodyLimits.from_env(env, deadline)``:
+      ``AIGEN_DOWNLOAD_DEADLINE`` / ``_MIN_RATE`` / ``_RATE_WINDOW`` override), both
+      enforced on every recv, so a server that trickles bytes cannot hold a worker.
     * ``max_bytes``: refused up front from Content-Length, and enforced while reading.
     * Truncation: fewer bytes than Content-Length is a retryable ProviderError.
     * ``allowed_types``: Content-Type prefixes such as ``("image/",)`` or
@@ -591,12 +661,14 @@ def download(
     """
     allowed = tuple(t.lower() for t in allowed_types)
     where = _url_for_messages(url)
+    if limits is None:
+        limits = BodyLimits.from_env(env, deadline)
 
     def attempt() -> Downloaded:
         try:
             return _download_once(
                 url, dest, timeout=timeout, max_bytes=max_bytes, allowed=allowed, expect=expect_kind,
-                provider=provider, session=session, headers=headers, deadline=deadline,
+                provider=provider, session=session, headers=headers, limits=limits,
                 secrets=secrets, progress=progress, clock=clock, where=where,
             )
         except BaseException:
@@ -629,7 +701,7 @@ def _url_for_messages(url: str) -> str:
 
 
 def _download_once(
-    url, dest, *, timeout, max_bytes, allowed, expect, provider, session, headers, deadline,
+    url, dest, *, timeout, max_bytes, allowed, expect, provider, session, headers, limits,
     secrets, progress, clock, where,
 ) -> Downloaded:
     own = session is None
@@ -648,12 +720,175 @@ def _download_once(
                 raise err
             return save_response(
                 resp, dest, max_bytes=max_bytes, allowed_types=allowed, expect_kind=expect, provider=provider,
-                deadline=deadline, progress=progress, clock=clock, started=started, where=where,
+                limits=limits, progress=progress, clock=clock, started=started, where=where,
                 noun="download",
             )
     finally:
         if own:
             s.close()
+
+
+DEADLINE_ENV = "AIGEN_DOWNLOAD_DEADLINE"
+MIN_RATE_ENV = "AIGEN_DOWNLOAD_MIN_RATE"
+RATE_WINDOW_ENV = "AIGEN_DOWNLOAD_RATE_WINDOW"
+DEFAULT_MIN_RATE = 1024.0  # bytes/s: a server slower than 1 KiB/s over a whole window is stuck, not slow
+DEFAULT_RATE_WINDOW = 30.0  # seconds
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """How long a body may take: ``deadline`` seconds in all, at least ``min_rate`` bytes/s per ``window``.
+
+    Both are enforced inside the read loop, on every ``recv`` (not between big
+    chunks), and the socket's own timeout is shortened so a read never blocks
+    past the deadline, however few bytes trickle in.
+    """
+
+    deadline: float | None = 600.0
+    min_rate: float = DEFAULT_MIN_RATE
+    window: float = DEFAULT_RATE_WINDOW
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None, deadline: float | None = 600.0) -> "BodyLimits":
+        """``AIGEN_DOWNLOAD_DEADLINE`` (seconds) overrides ``deadline``; ``AIGEN_DOWNLOAD_MIN_RATE``
+        (bytes/s, 0 turns the check off) and ``AIGEN_DOWNLOAD_RATE_WINDOW`` (seconds) the rate floor."""
+        env = os.environ if env is None else env
+
+        def num(var: str, default: float | None) -> float | None:
+            raw = (env.get(var) or "").strip()
+            if not raw:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                return default  # a malformed tuning knob must not break generation
+            return value if value >= 0 else default
+
+        dl = num(DEADLINE_ENV, deadline)
+        window = num(RATE_WINDOW_ENV, DEFAULT_RATE_WINDOW) or DEFAULT_RATE_WINDOW
+        return cls(deadline=dl if dl else deadline, min_rate=num(MIN_RATE_ENV, DEFAULT_MIN_RATE) or 0.0,
+                   window=window)
+
+
+class _BodyTooSlow(Exception):
+    """Internal: the deadline or the rate floor was crossed while reading a body."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def _socket_of(resp: Any):
+    raw = getattr(resp, "raw", None)
+    conn = getattr(raw, "_connection", None) or getattr(raw, "connection", None)
+    sock = getattr(conn, "sock", None)
+    if sock is None:  # the connection was already released: reach it through the file object
+        fp = getattr(getattr(getattr(raw, "_fp", None), "fp", None), "raw", None)
+        sock = getattr(fp, "_sock", None)
+    return sock if hasattr(sock, "settimeout") and hasattr(sock, "gettimeout") else None
+
+
+def iter_body(
+    resp: Any,
+    *,
+    limits: BodyLimits,
+    clock: Callable[[], float] = time.monotonic,
+    started: float | None = None,
+    chunk_size: int = 64 * 1024,
+):
+    """Yield the decoded body of a ``stream=True`` requests response, chunk by chunk as bytes arrive.
+
+    Each read is one ``recv`` (urllib3 ``read1``), so a server that trickles
+    64 bytes a second is seen 64 bytes at a time, and the socket timeout is cut to
+    what is left of the deadline (or of a rate window that is falling short), so
+    even one byte a minute cannot hold the reader past ``limits.deadline``.
+    Raises ``_BodyTooSlow`` (the caller words it) or what urllib3 raises.
+    """
+    started = clock() if started is None else started
+    raw = getattr(resp, "raw", None)
+    if raw is None or not hasattr(raw, "read1"):
+        for chunk in resp.iter_content(chunk_size=chunk_size):  # pragma: no cover - non-urllib3 adapters
+            yield chunk
+            _check_pace(limits, clock() - started, None, None)
+        return
+    sock = _socket_of(resp)
+    base_timeout = sock.gettimeout() if sock is not None else None
+    received = 0
+    # Windows start when the body does: waiting for the headers is the read timeout's business.
+    window_start, window_bytes = clock(), 0
+    try:
+        while True:
+            now = clock()
+            elapsed = now - started
+            if now - window_start >= limits.window:
+                _check_pace(limits, elapsed, window_bytes, now - window_start, received)
+                window_start, window_bytes = now, 0
+            _check_pace(limits, elapsed, None, None, received)
+            if sock is not None:
+                waits = [w for w in (base_timeout,) if w]
+                if limits.deadline is not None:
+                    waits.append(max(0.01, limits.deadline - elapsed))
+                if limits.min_rate > 0 and window_bytes < limits.min_rate * limits.window:
+                    # Short of the floor: if nothing more comes before the window ends, that is a failure.
+                    waits.append(max(0.01, window_start + limits.window - now))
+                try:
+                    sock.settimeout(min(waits) if waits else None)
+                except OSError:
+                    pass
+            try:
+                data = raw.read1(chunk_size, decode_content=True)
+            except Exception as exc:  # noqa: BLE001 - a socket timeout we set ourselves is worded here
+                now = clock()
+                if _is_timeout(exc):
+                    if limits.deadline is not None and now - started >= limits.deadline - 0.05:
+                        raise _deadline_error(limits, now - started, received) from exc
+                    if limits.min_rate > 0 and now - window_start >= limits.window - 0.05:
+                        raise _rate_error(limits, window_bytes, now - window_start, received) from exc
+                raise
+            if not data:
+                return  # end of the body (urllib3 checks Content-Length and raises if short)
+            received += len(data)
+            window_bytes += len(data)
+            yield data
+    finally:
+        if sock is not None and base_timeout is not None:
+            try:
+                sock.settimeout(base_timeout)
+            except OSError:
+                pass
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    import socket
+
+    cur: BaseException | None = exc
+    for _ in range(8):
+        if cur is None:
+            return False
+        if isinstance(cur, (socket.timeout, TimeoutError)) or "timeout" in type(cur).__name__.lower():
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _check_pace(limits: BodyLimits, elapsed: float, window_bytes: int | None, window_len: float | None,
+                received: int = 0) -> None:
+    if limits.deadline is not None and elapsed > limits.deadline:
+        raise _deadline_error(limits, elapsed, received)
+    if (window_bytes is not None and window_len and limits.min_rate > 0
+            and window_bytes < limits.min_rate * limits.window):
+        raise _rate_error(limits, window_bytes, window_len, received)
+
+
+def _deadline_error(limits: BodyLimits, elapsed: float, received: int) -> _BodyTooSlow:
+    return _BodyTooSlow(f"took {elapsed:.1f} s, over its {limits.deadline:g} s deadline "
+                        f"({received} bytes received)")
+
+
+def _rate_error(limits: BodyLimits, window_bytes: int, window_len: float, received: int) -> _BodyTooSlow:
+    rate = window_bytes / window_len if window_len > 0 else 0.0
+    return _BodyTooSlow(f"is too slow: {rate:.0f} bytes/s over the last {window_len:.1f} s, under the "
+                        f"{limits.min_rate:g} bytes/s minimum ({received} bytes received)")
 
 
 def save_response(
@@ -662,30 +897,48 @@ def save_response(
     *,
     max_bytes: int,
     allowed_types: Iterable[str],
-    expect_kind: str,
+    expect_kind: str | None,
     provider: str = "",
     deadline: float | None = None,
+    limits: BodyLimits | None = None,
     progress: Callable[[int, int | None], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     started: float | None = None,
     where: str = "the response",
     noun: str = "answer",
+    paid: bool = False,
 ) -> Downloaded:
     """Stream the body of a 2xx ``requests`` response (opened with ``stream=True``) into ``dest``.
 
     The checks of ``download`` without the GET: Content-Type against
     ``allowed_types``, Content-Length and received bytes against ``max_bytes``,
     magic bytes against ``expect_kind`` (checked on the first bytes, before the
-    rest is read), truncation, and ``deadline`` seconds since ``started``. For
-    APIs that answer a POST with the media itself (Stability). The caller removes
-    ``dest`` on failure.
+    rest is read; None skips it, for a JSON answer), truncation, and ``limits`` (deadline since ``started`` and a
+    minimum rate, enforced on every recv; ``deadline`` alone is a shortcut). For
+    APIs that answer a POST with the media itself (Stability) pass ``paid=True``:
+    a cut-off, too slow or unreadable answer then is a ``sent_but_lost`` error
+    (never retried: the image may have been billed) instead of a retryable one.
+    The caller removes ``dest`` on failure.
     """
     import requests
+    import urllib3.exceptions as u3
 
+    if limits is None:
+        limits = BodyLimits(deadline=deadline, min_rate=0.0) if deadline is not None else BodyLimits(
+            deadline=None, min_rate=0.0)
     allowed = tuple(t.lower() for t in allowed_types)
     started = clock() if started is None else started
     received = 0
     length: int | None = None
+    of_length = ""
+
+    def cut_off(what: str, code: str, *, timeout: bool = False) -> ProviderError:
+        if paid:
+            return sent_but_lost(provider, f"the {noun} {what} (from {where})", code=code, timeout=timeout)
+        cls = ProviderTimeout if timeout else ProviderError
+        return cls(f"{provider}: {noun} {what} (from {where})".strip(), provider=provider, retryable=True,
+                   provider_code=code)
+
     try:
         ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype not in GENERIC_TYPES and not any(ctype.startswith(a) for a in allowed):
@@ -694,6 +947,7 @@ def save_response(
                 f"(from {where})".strip()
             )
         length = _content_length(resp.headers)
+        of_length = f" of {length}" if length is not None else ""
         if length is not None and length > max_bytes:
             raise MediaCheckError(
                 f"{provider} {noun} is {length} bytes, over the {max_bytes}-byte cap (from {where})".strip()
@@ -701,13 +955,12 @@ def save_response(
         fmt: str | None = None
         head = b""
         with open(dest, "wb") as fh:
-            for chunk in resp.iter_content(chunk_size=64 * 1024):
-                if not chunk:
-                    continue
+            for chunk in iter_body(resp, limits=limits, clock=clock, started=started):
                 if fmt is None:
                     head += chunk
                     if len(head) >= 16:
-                        fmt = check_media_head(head, expect_kind, provider=provider, source=noun)
+                        fmt = check_media_head(head, expect_kind, provider=provider, source=noun) \
+                            if expect_kind else ""
                 received += len(chunk)
                 if received > max_bytes:
                     raise MediaCheckError(
@@ -716,28 +969,45 @@ def save_response(
                 fh.write(chunk)
                 if progress is not None:
                     progress(received, length)
-                if deadline is not None and clock() - started > deadline:
-                    raise ProviderTimeout(
-                        f"{provider}: download took longer than {deadline:.0f} s (from {where})".strip(),
-                        provider=provider, retryable=True, provider_code="download_timeout",
-                    )
         if fmt is None:
-            fmt = check_media_head(head, expect_kind, provider=provider, source=noun)
+            fmt = check_media_head(head, expect_kind, provider=provider, source=noun) if expect_kind else ""
         if length is not None and received < length:
-            raise ProviderError(
-                f"{provider}: download truncated: received {received} of {length} bytes (from {where})",
-                provider=provider, retryable=True, provider_code="truncated",
-            )
+            raise cut_off(f"was truncated: received {received} of {length} bytes", "truncated")
+        if paid and fmt and not media_is_complete(Path(dest), fmt):
+            raise cut_off(f"is cut off: the {fmt.upper()} data ends early ({received} bytes)", "truncated")
         return Downloaded(Path(dest), received, ctype, fmt)
-    except requests.exceptions.ChunkedEncodingError as exc:
+    except _BodyTooSlow as exc:
+        raise cut_off(exc.message, "download_timeout", timeout=True) from None
+    except (requests.exceptions.ChunkedEncodingError, u3.ProtocolError) as exc:
         # urllib3 noticed the connection closed before Content-Length bytes arrived.
-        raise ProviderError(
-            f"{provider}: download truncated: the connection closed after {received} bytes"
-            f"{f' of {length}' if length is not None else ''} (from {where})",
-            provider=provider, retryable=True, provider_code="truncated",
-        ) from exc
-    except requests.exceptions.ContentDecodingError as exc:
-        raise MediaCheckError(f"{provider} download could not be decoded (from {where})".strip()) from exc
+        raise cut_off(f"was truncated: the connection closed after {received}{of_length} bytes",
+                      "truncated") from exc
+    except (requests.exceptions.ContentDecodingError, u3.DecodeError) as exc:
+        if paid:
+            raise cut_off("could not be decoded", "bad_answer") from exc
+        raise MediaCheckError(f"{provider} {noun} could not be decoded (from {where})".strip()) from exc
+    except (u3.ReadTimeoutError, u3.SSLError, ConnectionError, TimeoutError) as exc:
+        # (Disk errors such as ENOSPC are OSErrors too, but not these: they pass through.)
+        if _is_timeout(exc):
+            raise cut_off(f"stopped arriving: no data within the read timeout after {received}{of_length} bytes",
+                          "timeout", timeout=True) from exc
+        raise cut_off(f"broke off after {received}{of_length} bytes ({type(exc).__name__})", "truncated") from exc
+
+
+def media_is_complete(path: Path, fmt: str | None) -> bool:
+    """Whether a PNG or JPEG file has its end marker (a body cut short without Content-Length has not)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            fh.seek(max(0, size - 64))
+            tail = fh.read()
+    except OSError:
+        return False
+    if fmt == "png":
+        return b"IEND" in tail[-12:]
+    if fmt == "jpeg":
+        return tail.rstrip(b"\x00").endswith(b"\xff\xd9")
+    return True
 
 
 def _content_length(headers: Mapping[str, str]) -> int | None:
@@ -764,6 +1034,8 @@ __all__ = [
     "DEFAULT_MAX_IMAGE_BYTES",
     "DEFAULT_MAX_VIDEO_BYTES",
     "DEFAULT_TIMEOUT",
+    "BILLED_NOTE",
+    "BodyLimits",
     "Downloaded",
     "RETRYABLE_STATUSES",
     "RetryPolicy",
@@ -777,6 +1049,9 @@ __all__ = [
     "raise_for_response",
     "response_body",
     "save_response",
+    "sent_but_lost",
+    "never_sent",
+    "iter_body",
     "scrub",
     "sniff",
     "timeout_from_env",

@@ -10,7 +10,10 @@ is not sent (and a re-run with the same --seed will not reproduce an image).
 
 Retries are aigen's (``http.with_retries``), not the SDK's (``max_retries=0``): the
 same bounded behaviour as every other provider, and a sleep tests can replace.
-A read timeout is not retried: OpenAI may have made (and billed) the image.
+Once the request is sent, nothing is retried: a read timeout, a connection that
+breaks, an answer that is cut off, too slow (``http.BodyLimits``, enforced by a
+transport wrapped around the SDK's) or unreadable all fail the image with
+``http.sent_but_lost``, since OpenAI may have made (and billed) it.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ REFUSAL_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
 QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"})
 
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
+# Seconds for the body of the answer once its headers came (AIGEN_DOWNLOAD_DEADLINE overrides).
+ANSWER_DEADLINE = 300.0
 
 
 def today() -> date:
@@ -200,6 +205,7 @@ class OpenAIImages(Provider):
                 import openai
 
                 connect, read = http.timeout_from_env(self.env, self.read_timeout)
+                limits = http.BodyLimits.from_env(self.env, ANSWER_DEADLINE)
                 self._client = openai.OpenAI(
                     api_key=key,
                     base_url=self.env.get(BASE_URL_VAR) or DEFAULT_BASE_URL,
@@ -207,6 +213,7 @@ class OpenAIImages(Provider):
                     project=self.env.get("OPENAI_PROJECT_ID") or None,
                     max_retries=0,
                     timeout=openai.Timeout(read, connect=connect),
+                    http_client=openai.DefaultHttpxClient(transport=_paced_transport(limits)),
                 )
             return self._client
 
@@ -244,6 +251,10 @@ class OpenAIImages(Provider):
                            exact_size=(width, height) == (req.width, req.height))
 
     def _write(self, resp: Any, dest: Path, key: str) -> None:
+        if not hasattr(resp, "data"):
+            # The SDK hands back the text of an answer that was not JSON (a proxy page, a cut body).
+            raise http.sent_but_lost(self.name, "the answer could not be read (not the JSON of an images response)",
+                                     code="bad_answer")
         data = list(getattr(resp, "data", None) or [])
         if not data:
             raise ProviderError("openai answered without an image (empty data list)", provider=self.name,
@@ -254,8 +265,13 @@ class OpenAIImages(Provider):
             try:
                 raw = base64.b64decode(b64, validate=True)
             except (binascii.Error, ValueError) as e:
-                raise MediaCheckError(f"openai image is not valid base64 ({e})") from None
-            http.write_media(raw, dest, expect="png", max_bytes=MAX_IMAGE_BYTES, provider=self.name)
+                raise http.sent_but_lost(self.name, f"the image in the answer is not valid base64 ({e})",
+                                         code="bad_answer") from None
+            fmt = http.write_media(raw, dest, expect="png", max_bytes=MAX_IMAGE_BYTES, provider=self.name)
+            if not http.media_is_complete(dest, fmt):
+                dest.unlink(missing_ok=True)
+                raise http.sent_but_lost(self.name, "the PNG in the answer is cut off (no end marker)",
+                                         code="truncated")
             return
         url = getattr(item, "url", None)
         if url:
@@ -263,7 +279,7 @@ class OpenAIImages(Provider):
             http.download(
                 url, dest, timeout=http.timeout_from_env(self.env, 60.0), max_bytes=MAX_IMAGE_BYTES,
                 allowed_types=("image/",), expect_kind="png", provider=self.name,
-                policy=http.RetryPolicy.from_env(self.env), secrets=(key,),
+                policy=http.RetryPolicy.from_env(self.env), secrets=(key,), env=self.env,
             )
             return
         raise ProviderError("openai answered without image data (no b64_json and no url)", provider=self.name,
@@ -283,9 +299,17 @@ def check_model(model: str, *, on: date | None = None) -> None:
 
 def classify_error(exc: BaseException, *, key: str | None, model: str) -> ProviderError | None:
     """An openai SDK exception as aigen's error (retryable, refusal, quota or fatal); None if not the SDK's."""
+    import json
+
     import openai
 
     secrets = (key,)
+    if isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, ProviderError):
+        return exc.__cause__  # worded by our transport (deadline, rate floor)
+    if isinstance(exc, json.JSONDecodeError):
+        # The SDK parses a JSON-typed answer itself: a cut or garbled body ends up here.
+        return http.sent_but_lost("openai", f"the answer could not be read (invalid JSON: {exc.msg})",
+                                  code="bad_answer")
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         body = exc.body if isinstance(exc.body, dict) else {}
@@ -338,20 +362,106 @@ def classify_error(exc: BaseException, *, key: str | None, model: str) -> Provid
         if connect:
             return ProviderTimeout("openai: timed out connecting to the API", provider="openai",
                                    retryable=True, provider_code="connect_timeout")
-        return ProviderTimeout(
-            "openai: no answer within the timeout (the image may still be made and billed; "
-            "not retried so it is not paid for twice)",
-            provider="openai", retryable=False, provider_code="timeout",
-            hint=f"raise the read timeout with {http.TIMEOUT_ENV}=SECONDS if your images take long",
+        return http.sent_but_lost(
+            "openai", "no answer within the timeout", code="timeout", timeout=True,
+            hint=f"raise the read timeout with {http.TIMEOUT_ENV}=SECONDS if your images take long; "
+                 + http.BILLED_HINT,
         )
     if isinstance(exc, openai.APIConnectionError):
-        cause = type(exc.__cause__).__name__.lower()
-        never_sent = "connect" in cause
-        return ProviderError(
-            f"openai: could not reach the API ({type(exc.__cause__).__name__ or 'connection error'})",
-            provider="openai", retryable=never_sent, provider_code="connection",
-        )
+        cause = exc.__cause__
+        name = type(cause).__name__ if cause is not None else "connection error"
+        if cause is None or http.never_sent(cause):
+            return ProviderError(f"openai: could not reach the API ({name})", provider="openai",
+                                 retryable=True, provider_code="connection")
+        detail = http.scrub(" ".join(str(cause).split())[:160], secrets)
+        if "complete message body" in detail or "incomplete" in detail.lower():
+            what = f"the answer was cut off ({detail})"
+        else:
+            what = f"the connection broke after the request was sent ({name}: {detail})"
+        return http.sent_but_lost("openai", what, code="connection_lost")
     return None
+
+
+def _paced_transport(limits: http.BodyLimits):
+    """An httpx transport whose response bodies obey ``limits`` (deadline and minimum rate).
+
+    httpcore yields each ``recv`` as a chunk, so the pace is checked as bytes
+    arrive; a watchdog shuts the socket down at the deadline, so a stall cannot
+    hold the worker up to the (long) read timeout.
+    """
+    import importlib
+    import socket
+    import threading
+    import time
+
+    import openai
+
+    # The httpx the SDK is built on (openai 3.x ships its own fork, `httpx2`).
+    base = next(c for c in type.mro(openai.DefaultHttpxClient) if c.__name__ == "Client")
+    httpx = importlib.import_module(base.__module__.split(".")[0])
+
+    class _PacedStream(httpx.SyncByteStream):
+        def __init__(self, inner, sock):
+            self.inner, self.sock = inner, sock
+            self.fired = threading.Event()
+
+        def _fire(self):
+            self.fired.set()
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        def __iter__(self):
+            started = time.monotonic()
+            window_start, window_bytes, received = started, 0, 0
+            timer = None
+            if self.sock is not None and limits.deadline is not None:
+                timer = threading.Timer(limits.deadline, self._fire)
+                timer.daemon = True
+                timer.start()
+            try:
+                try:
+                    for chunk in self.inner:
+                        received += len(chunk)
+                        window_bytes += len(chunk)
+                        now = time.monotonic()
+                        if limits.deadline is not None and now - started > limits.deadline:
+                            raise _too_slow(http._deadline_error(limits, now - started, received))
+                        if now - window_start >= limits.window:
+                            if limits.min_rate > 0 and window_bytes < limits.min_rate * limits.window:
+                                raise _too_slow(http._rate_error(limits, window_bytes, now - window_start,
+                                                                 received))
+                            window_start, window_bytes = now, 0
+                        yield chunk
+                except ProviderError:
+                    raise
+                except Exception:
+                    if self.fired.is_set():
+                        raise _too_slow(http._deadline_error(limits, time.monotonic() - started,
+                                                             received)) from None
+                    raise
+                if self.fired.is_set():
+                    raise _too_slow(http._deadline_error(limits, time.monotonic() - started, received))
+            finally:
+                if timer is not None:
+                    timer.cancel()
+
+        def close(self):
+            self.inner.close()
+
+    def _too_slow(err) -> ProviderError:
+        return http.sent_but_lost("openai", f"the answer {err.message}", code="download_timeout", timeout=True)
+
+    class _PacedTransport(httpx.HTTPTransport):
+        def handle_request(self, request):
+            resp = super().handle_request(request)
+            stream = resp.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            resp.stream = _PacedStream(resp.stream, sock)
+            return resp
+
+    return _PacedTransport()
 
 
 __all__ = ["OpenAIImages", "check_model", "classify_error", "flex_size_ok", "map_size", "size_note"]

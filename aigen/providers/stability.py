@@ -50,6 +50,8 @@ MAX_IMAGE_BYTES = 64 * 1024 * 1024
 # Stability documents a 60 s lockout after a 429 (over 150 requests in 10 s) but
 # was not seen sending Retry-After; without the header, wait the documented time.
 RATE_LIMIT_LOCKOUT = 60.0
+# Seconds for the body of the answer once its headers came (AIGEN_DOWNLOAD_DEADLINE overrides).
+ANSWER_DEADLINE = 300.0
 
 
 def aspect_ratio(width: int, height: int) -> str:
@@ -132,14 +134,19 @@ class StabilityImages(Provider):
         }
         session = self.session()
         policy = http.RetryPolicy.from_env(self.env)
+        limits = http.BodyLimits.from_env(self.env, ANSWER_DEADLINE)
         check_stop = getattr(reporter, "check_stop", None)
 
         def call():
             if check_stop is not None:
                 check_stop()
+            # From here on the request may be paid for: once it is sent, anything that goes
+            # wrong with the answer (timeout, reset, cut-off or unreadable body) is reported
+            # and not sent again (http.sent_but_lost); only errors the API answered
+            # (429, 5xx) and connections that never opened are retried.
             resp = session.post(url, headers=headers, data=fields, files={"none": ""}, stream=True)
             try:
-                return self._receive(resp, dest, key)
+                return self._receive(resp, dest, key, limits)
             except BaseException:
                 dest.unlink(missing_ok=True)
                 raise
@@ -156,14 +163,14 @@ class StabilityImages(Provider):
         price = unit_price(self.name, "image", model, req.width, req.height)
         return AssetOutput(format=fmt, model=model, cost=price.low if price else None, exact_size=False)
 
-    def _receive(self, resp: Any, dest: Path, key: str) -> str:
+    def _receive(self, resp: Any, dest: Path, key: str, limits: http.BodyLimits) -> str:
         if not 200 <= resp.status_code < 300:
             raise self._error(resp, key)
         finish = (resp.headers.get("finish-reason") or "").strip().upper()
         ctype = (resp.headers.get("Content-Type") or "").lower()
         if ctype.startswith("application/json"):
             # A proxy (or a changed default) answered with the JSON variant.
-            return self._receive_json(resp, dest, key)
+            return self._receive_json(resp, dest, key, limits)
         if finish == "CONTENT_FILTERED":
             raise Refused(self.name, "the image was filtered by content moderation (finish-reason CONTENT_FILTERED)")
         if finish and finish != "SUCCESS":
@@ -171,24 +178,42 @@ class StabilityImages(Provider):
                                 provider=self.name, provider_code=finish.lower())
         got = http.save_response(
             resp, dest, max_bytes=MAX_IMAGE_BYTES, allowed_types=("image/png", "image/jpeg"),
-            expect_kind="image", provider=self.name, where="the generate endpoint",
+            expect_kind="image", provider=self.name, where="the generate endpoint", limits=limits, paid=True,
         )
         if got.format not in ("png", "jpeg"):
             raise MediaCheckError(f"stability sent a {got.format} image; expected PNG")
         return got.format
 
-    def _receive_json(self, resp: Any, dest: Path, key: str) -> str:
-        body = http.response_body(resp)
+    def _receive_json(self, resp: Any, dest: Path, key: str, limits: http.BodyLimits) -> str:
+        import json
+
+        tmp = dest.with_name(dest.name + ".json-answer")
+        try:
+            # The JSON is read with the same checks as an image body: deadline, rate, truncation.
+            http.save_response(resp, tmp, max_bytes=MAX_IMAGE_BYTES * 2, allowed_types=("application/json",),
+                               expect_kind=None, provider=self.name, where="the generate endpoint",
+                               limits=limits, paid=True)
+            body = json.loads(tmp.read_bytes().decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            raise http.sent_but_lost(self.name, "the JSON answer could not be read (cut off or malformed)",
+                                     code="bad_answer") from None
+        finally:
+            tmp.unlink(missing_ok=True)
         if not isinstance(body, dict):
-            raise ProviderError("stability: unreadable JSON answer", provider=self.name, provider_code="bad_json")
+            raise http.sent_but_lost(self.name, "the JSON answer is not an object", code="bad_answer")
         finish = str(body.get("finish_reason") or "").upper()
         if finish == "CONTENT_FILTERED":
             raise Refused(self.name, "the image was filtered by content moderation (finish_reason CONTENT_FILTERED)")
         try:
             raw = base64.b64decode(body.get("image") or "", validate=True)
         except (binascii.Error, ValueError):
-            raise MediaCheckError("stability image is not valid base64") from None
-        return http.write_media(raw, dest, expect="image", max_bytes=MAX_IMAGE_BYTES, provider=self.name)
+            raise http.sent_but_lost(self.name, "the image in the JSON answer is not valid base64",
+                                     code="bad_answer") from None
+        fmt = http.write_media(raw, dest, expect="image", max_bytes=MAX_IMAGE_BYTES, provider=self.name)
+        if not http.media_is_complete(dest, fmt):
+            raise http.sent_but_lost(self.name, f"the {fmt.upper()} image in the JSON answer is cut off",
+                                     code="truncated")
+        return fmt
 
     def _error(self, resp: Any, key: str) -> ProviderError:
         body = http.response_body(resp)

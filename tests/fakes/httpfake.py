@@ -41,7 +41,10 @@ class Reply:
     many body bytes while announcing the full Content-Length, then close.
     ``content_type``: overrides the default (JSON for dict/list, else
     application/octet-stream). ``no_length``: send no Content-Length; the body
-    ends when the connection closes.
+    ends when the connection closes. ``trickle=(n, seconds)``: send the body n bytes
+    at a time with a pause between writes (a slow or stuck server; the pauses end at
+    once when the server stops). ``drop``: read the request, then close the
+    connection without a single byte of answer (the request was sent and received).
     """
 
     status: int = 200
@@ -51,6 +54,8 @@ class Reply:
     truncate_to: int | None = None
     content_type: str | None = None
     no_length: bool = False  # omit Content-Length and close after the body (read-until-close)
+    trickle: tuple[int, float] | None = None
+    drop: bool = False
 
     def encoded(self) -> tuple[bytes, str]:
         if isinstance(self.body, (dict, list)):
@@ -225,6 +230,13 @@ class FakeServer:
             reply = Reply(500, {"error": {"message": f"fake handler crashed: {type(e).__name__}: {e}"}})
         if reply.delay and self._stopping.wait(reply.delay):
             return
+        if reply.drop:
+            h.close_connection = True
+            try:
+                h.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
         data, ctype = reply.encoded()
         try:
             h.send_response(reply.status)
@@ -240,6 +252,16 @@ class FakeServer:
             h.end_headers()
             if h.command == "HEAD":
                 return
+            if reply.trickle is not None:
+                n, pause = reply.trickle
+                end = len(data) if reply.truncate_to is None else reply.truncate_to
+                for i in range(0, end, max(1, n)):
+                    h.wfile.write(data[i:min(end, i + max(1, n))])
+                    h.wfile.flush()
+                    if self._stopping.wait(pause):
+                        break
+                h.close_connection = True
+                return
             if reply.truncate_to is not None:
                 h.wfile.write(data[: reply.truncate_to])
                 h.wfile.flush()
@@ -253,7 +275,7 @@ class FakeServer:
             if reply.no_length:
                 h.wfile.flush()
                 h.close_connection = True
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             pass  # the client gave up (its timeout): nothing to answer
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 import re
 import time
 
@@ -66,6 +67,35 @@ def refusal() -> Reply:
     return error(400, "Your request was rejected by the safety system.", type_="image_generation_user_error",
                  code="moderation_blocked", moderation_details={"moderation_stage": "input",
                                                                 "categories": ["violence"]})
+
+
+def answer(png: bytes) -> dict:
+    """The JSON of a successful images.generate answer carrying ``png``."""
+    return {"created": int(time.time()), "data": [{"b64_json": base64.b64encode(png).decode()}],
+            "output_format": "png", "size": "1024x1024"}
+
+
+# Bad days after the request was received (the image may have been made and billed).
+def cut_answer(png: bytes) -> Reply:
+    """A full Content-Length, then the connection closes halfway through the JSON."""
+    body = json.dumps(answer(png))
+    return Reply(200, body, content_type="application/json", truncate_to=len(body) // 2)
+
+
+def garbled_answer(png: bytes) -> Reply:
+    """Half the JSON with a matching Content-Length: the transfer is complete, the JSON is not."""
+    body = json.dumps(answer(png))
+    return Reply(200, body[: len(body) // 2], content_type="application/json")
+
+
+def dropped() -> Reply:
+    """The request is read, then the connection closes without an answer."""
+    return Reply(drop=True)
+
+
+def trickled(png: bytes, nbytes: int = 16, every: float = 0.25) -> Reply:
+    """The answer arrives ``nbytes`` at a time (64 B/s by default)."""
+    return Reply(200, answer(png), trickle=(nbytes, every))
 
 
 class OpenAIFake:
