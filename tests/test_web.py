@@ -857,7 +857,7 @@ def test_user_code_cli(cli, home):
     stored = store.get_user("alice")["access_code_hash"]
     assert access.check_code(second, stored) and not access.check_code(first["code"], stored)
     r = cli("user", "code", "alice", "--revoke", "--json")
-    assert json.loads(r.output) == {"user_id": "alice", "revoked": True}
+    assert json.loads(r.output) == {"user_id": "alice", "revoked": True, "sessions_ended": 0}
     assert cli("user", "code", "bad id").exit_code == 2
     assert cli("user", "code", "alice", "--rotate", "--revoke").exit_code == 2
     assert cli("user", "code", "ghost", "--revoke").exit_code == 2

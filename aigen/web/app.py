@@ -544,6 +544,8 @@ class Gallery:
             return None
         # ... or the public URL the gallery is published under (behind a proxy).
         for url in (self.settings.public_url, links.public_base_url(self.settings.public_url)):
+            if not url:
+                continue
             try:
                 pub = urlsplit(url.lower())
                 if (pub.scheme, pub.hostname, pub.port or (443 if pub.scheme == "https" else 80)) == (

@@ -67,7 +67,10 @@ def _serializer(home: Home | Path):
 def magic_token(home: Home | Path, user_id: str, generation_id: str | None, *,
                 expires: timedelta = DEFAULT_LINK_TTL, now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
-    payload = {"u": user_id, "g": generation_id, "exp": int((now + expires).timestamp())}
+    # "n" makes every link distinct, so spending one (a link opens one
+    # session, once) never spends another made in the same second.
+    payload = {"u": user_id, "g": generation_id, "exp": int((now + expires).timestamp()),
+               "n": secrets.token_urlsafe(6)}
     return _serializer(home).dumps(payload)
 
 

@@ -85,13 +85,20 @@ def revoke(db, key: str, why: str, now: datetime) -> bool:
 
 
 def revoke_user(db, user_id: str, why: str, now: datetime) -> int:
-    """End every live session of `user_id` inside the caller's transaction; returns how many."""
-    cur = db.conn.execute(
-        "UPDATE sessions SET revoked_at = ?, revoked_why = ? WHERE user_id = ? AND revoked_at IS NULL "
-        "AND expires_at > ?",
-        (iso(now), why, user_id, iso(now)),
+    """End every session of `user_id` inside the caller's transaction; returns how many were live.
+
+    Expired ones are marked too: "revoked" must hold whatever clock a
+    server later checks them against.
+    """
+    live = db.conn.execute(
+        "SELECT count(*) FROM sessions WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ?",
+        (user_id, iso(now)),
+    ).fetchone()[0]
+    db.conn.execute(
+        "UPDATE sessions SET revoked_at = ?, revoked_why = ? WHERE user_id = ? AND revoked_at IS NULL",
+        (iso(now), why, user_id),
     )
-    return cur.rowcount
+    return live
 
 
 def spend_link(db, token: str, user_id: str, *, session_key_: str, link_expires: datetime, now: datetime) -> bool:
