@@ -4,6 +4,7 @@ refused code, and cross-site posts that cannot lock a user out."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -268,8 +269,8 @@ def test_a_wrong_code_costs_one_scrypt_whether_the_user_has_a_code_none_or_does_
         c.login(user, "AAAA-BBBB-CCCC", expect=403)
         assert calls == [access.SCRYPT_N], user
         calls.clear()
-        r = c.get("/api/generations", headers={"Authorization": "Basic " + __import__("base64").b64encode(
-            f"{user}:AAAA-BBBB-CCCC".encode()).decode()})
+        basic = base64.b64encode(f"{user}:AAAA-BBBB-CCCC".encode()).decode()
+        r = c.get("/api/generations", headers={"Authorization": "Basic " + basic})
         assert r.status == 401 and calls == [access.SCRYPT_N], user
     assert [e["reason"] for e in events(env.store, kind="login_failed")] == [
         "bad_access_code", "bad_access_code", "no_access_code", "no_access_code", "no_access_code",
