@@ -143,10 +143,10 @@ def sessions_cmd(
     table.add_column("session", no_wrap=True, min_width=8)
     table.add_column("kind", no_wrap=True, min_width=8)
     table.add_column("state", no_wrap=True, min_width=7)
-    table.add_column("opened", no_wrap=True)
-    table.add_column("last seen", no_wrap=True)
-    table.add_column("address", no_wrap=True, overflow="ellipsis", max_width=15)
-    table.add_column("browser", overflow="ellipsis", no_wrap=True, ratio=1, min_width=7)
+    table.add_column("opened", no_wrap=True, min_width=6)
+    table.add_column("last seen", no_wrap=True, min_width=9)
+    table.add_column("address", no_wrap=True, overflow="ellipsis", min_width=9, max_width=15)
+    table.add_column("browser", no_wrap=True, overflow="ellipsis", min_width=7, max_width=30)
     style = {"active": "green", "revoked": "red", "expired": "dim"}
     for r in rows:
         table.add_row(r["id"][:8], r["kind"], f"[{style[r['state']]}]{r['state']}[/]",
