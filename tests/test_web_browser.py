@@ -205,3 +205,48 @@ def test_a_running_generation_says_so_then_shows_its_content_when_done(page, sit
     page.wait_for_timeout(POLL_MS * 4)
     assert len(status_calls) == seen
     assert page.problems == []
+
+
+def test_a_magic_link_needs_its_button_works_once_and_logout_ends_the_session(browser, page, site):
+    from aigen.web import links
+
+    base, fox = site["url"], site["fox"]
+    url = links.magic_link(site["home"], "alice", fox, base_url=base)
+    page.goto(url)  # what a mail scanner does: it only fetches
+    assert page.locator("button[type=submit]").inner_text() == "Log in as alice"
+    page.goto(base + "/")
+    assert page.url == base + "/login"
+    page.goto(url)
+    # The button: a real browser's POST (Origin, Sec-Fetch-Site: same-origin) passes the cross-site check.
+    page.click("button[type=submit]")
+    page.wait_for_url(base + f"/g/{fox}")
+    cookies = page.context.cookies()
+
+    other = browser.new_context()
+    try:
+        p2 = other.new_page()
+        p2.goto(url)
+        assert "already used" in p2.locator(".error").inner_text()
+        # Log out, then put the old cookie back: the server ended the session.
+        page.click(".logout button")
+        page.wait_for_url(base + "/login?bye=1")
+        other.add_cookies(cookies)
+        p2.goto(base + "/")
+        assert p2.url == base + "/login"
+    finally:
+        other.close()
+    assert page.problems == []
+
+
+def test_a_form_on_another_site_cannot_log_in_or_count_toward_the_limit(page, site):
+    base = site["url"]
+    before = len(site["store"].query("SELECT 1 FROM events WHERE kind = 'login_failed'"))
+    form = (f'<form method="post" action="{base}/login"><input name="user_id" value="alice">'
+            '<input name="csrf_token" value="00"><button>go</button></form>')
+    page.route("http://evil.example/", lambda route: route.fulfill(status=200, content_type="text/html", body=form))
+    page.goto("http://evil.example/")
+    page.click("button")
+    page.wait_for_url(base + "/login")
+    assert "sent from another site" in page.content()
+    rows = site["store"].query("SELECT reason, detail FROM events WHERE kind = 'login_failed' ORDER BY id")[before:]
+    assert [r["reason"] for r in rows] == ["cross_site"] and "cross-site" in rows[0]["detail"]

@@ -222,6 +222,48 @@ def m0005_listing_indexes(db):
     gens.create_index(["created_at", "id"], if_not_exists=True)
 
 
+@migrations(name="0007_web_sessions")
+def m0007_web_sessions(db):
+    # Gallery sessions kept on the server, so that logging out, rotating or
+    # revoking an access code, and `aigen user sessions --revoke-all` end a
+    # session at once, whatever the cookie says. `id` is the SHA-256 of the
+    # random session id the signed cookie carries: the database alone is not
+    # enough to build a cookie.
+    db["sessions"].create(
+        {
+            "id": str,
+            "user_id": str,
+            "kind": str,  # code | loopback | magic
+            "created_at": str,
+            "last_seen": str,  # touched at most once a minute
+            "expires_at": str,
+            "revoked_at": str,
+            "revoked_why": str,  # logout | code rotated | code revoked | revoked by admin
+            "address": str,
+            "user_agent": str,
+        },
+        pk="id",
+        not_null={"user_id", "kind", "created_at", "expires_at"},
+        if_not_exists=True,
+    )
+    db["sessions"].create_index(["user_id", "created_at"], if_not_exists=True)
+    # Magic links already used: a link opens one session, once. Kept until
+    # the link would have expired anyway.
+    db["spent_links"].create(
+        {
+            "token_hash": str,
+            "user_id": str,
+            "spent_at": str,
+            "expires_at": str,
+            "session_id": str,
+        },
+        pk="token_hash",
+        not_null={"user_id", "spent_at", "expires_at"},
+        if_not_exists=True,
+    )
+    db["spent_links"].create_index(["expires_at"], if_not_exists=True)
+
+
 @migrations(name="0008_notify_unconfirmed_sends")
 def m0008_notify_unconfirmed_sends(db):
     # Sends of an email whose end of DATA got a temporary error (or no answer):

@@ -28,6 +28,11 @@ GROUP_LEN = 4
 # makes an offline guess expensive without slowing a login noticeably.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 _SCHEME = "scrypt"
+# Checked against when the user has no code or does not exist, so that a
+# wrong code costs one scrypt whoever it is for: the time of a refusal does
+# not tell which user_ids have codes. The code it hashes was thrown away.
+DUMMY_HASH = ("scrypt$16384$8$1$4a61df0345e5629edae7d7caf54d51f1$"
+              "52959e21ae95406906cc900a6bfc42daaf10b96f035a684aeb871fa9c137fa71")
 
 
 def new_code() -> str:
@@ -50,7 +55,7 @@ def hash_code(code: str, *, salt: bytes | None = None) -> str:
 
 
 def check_code(code: str, stored: str | None) -> bool:
-    if not stored or not code:
+    if not stored:
         return False
     try:
         scheme, n, r, p, salt_hex, digest_hex = stored.split("$")
@@ -63,20 +68,39 @@ def check_code(code: str, stored: str | None) -> bool:
     return hmac.compare_digest(digest.hex(), digest_hex)
 
 
+def verify_user_code(store: Store, user_id: str, code: str) -> str | None:
+    """Check `code` for `user_id`: None when it matches, else "no_access_code" or "bad_access_code".
+
+    Always runs exactly one scrypt, against a dummy hash when there is no
+    code to check, so the answer takes the same time in every case.
+    """
+    user = store.get_user(user_id)
+    stored = user.get("access_code_hash") if user else None
+    ok = check_code(code, stored or DUMMY_HASH)
+    if not stored:
+        return "no_access_code"
+    return None if ok else "bad_access_code"
+
+
 def has_code(store: Store, user_id: str) -> bool:
     user = store.get_user(user_id)
     return bool(user and user.get("access_code_hash"))
 
 
-def set_code(store: Store, user_id: str, *, rotate: bool = False, now: datetime | None = None) -> str:
+def set_code(store: Store, user_id: str, *, rotate: bool = False, now: datetime | None = None,
+             report: dict | None = None) -> str:
     """Make a new code for `user_id` (creating the user if needed) and return it.
 
     Refuses when the user already has one and `rotate` is false: the old code
     cannot be shown again, and replacing it silently would lock out whoever
-    holds it.
+    holds it. Rotating ends every gallery session of the user, in the same
+    transaction; `report["sessions_ended"]` says how many.
     """
+    from aigen.web import sessions
+
     validate_user_id(user_id)
-    now_s = iso(now or utcnow())
+    now = now or utcnow()
+    now_s = iso(now)
     code = new_code()
     hashed = hash_code(code)
     with store.transaction() as db:
@@ -97,12 +121,18 @@ def set_code(store: Store, user_id: str, *, rotate: bool = False, now: datetime 
             "UPDATE users SET access_code_hash = ?, access_code_created_at = ? WHERE user_id = ?",
             (hashed, now_s, user_id),
         )
+        ended = sessions.revoke_user(db, user_id, sessions.WHY_ROTATED, now) if row["access_code_hash"] else 0
+    if report is not None:
+        report["sessions_ended"] = ended
     return code
 
 
-def revoke_code(store: Store, user_id: str) -> bool:
-    """Remove the user's code; returns whether there was one."""
+def revoke_code(store: Store, user_id: str, *, now: datetime | None = None, report: dict | None = None) -> bool:
+    """Remove the user's code and end all their gallery sessions; returns whether there was a code."""
+    from aigen.web import sessions
+
     validate_user_id(user_id)
+    now = now or utcnow()
     with store.transaction() as db:
         row = db.conn.execute("SELECT access_code_hash FROM users WHERE user_id = ?", (user_id,)).fetchone()
         if row is None:
@@ -110,4 +140,7 @@ def revoke_code(store: Store, user_id: str) -> bool:
         db.conn.execute(
             "UPDATE users SET access_code_hash = NULL, access_code_created_at = NULL WHERE user_id = ?", (user_id,)
         )
-        return bool(row["access_code_hash"])
+        ended = sessions.revoke_user(db, user_id, sessions.WHY_CODE_REVOKED, now)
+    if report is not None:
+        report["sessions_ended"] = ended
+    return bool(row["access_code_hash"])

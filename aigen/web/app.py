@@ -5,8 +5,9 @@ asset id in the database and checked against the logged-in user):
 
     GET  /                         the gallery of the logged-in user, newest first (?page=N)
     GET  /login  POST /login       log in with a user_id (and an access code off loopback)
-    POST /logout
-    GET  /login/link/<token>       a signed magic link: log in, land on one generation
+    POST /logout                   ends the session on the server too
+    GET  /login/link/<token>       a signed magic link: a page with a button; GET never spends the link
+    POST /login/link/<token>       spend it (once): log in, land on one generation
     GET  /g/<id>                   one generation
     GET  /g/<id>/section           its section alone, for the page's live refresh
     GET  /media/<asset_id>         the file (Range, ETag); ?download=1 to save it
@@ -27,9 +28,10 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 import bottle
 from bottle import Bottle, HTTPError, HTTPResponse, SimpleTemplate, request, response
@@ -38,7 +40,7 @@ from aigen.config import Home, validate_user_id
 from aigen.errors import BadInput
 from aigen.store import Store
 from aigen.store.core import iso, utcnow
-from aigen.web import access, links, views
+from aigen.web import access, links, sessions, views
 from aigen.web.auth import (
     FORWARDED_HEADERS,
     VIA_CODE,
@@ -49,6 +51,7 @@ from aigen.web.auth import (
     SessionCodec,
     ViewDedupe,
     host_name,
+    host_port,
     is_loopback_host,
     url_host,
 )
@@ -251,6 +254,25 @@ class Gallery:
         raise HTTPError(400, "This gallery only answers to its own address (Host header not allowed).")
 
     # -- sessions --------------------------------------------------------------
+    VIA_KIND = {VIA_ID: sessions.KIND_LOOPBACK, VIA_CODE: sessions.KIND_CODE, VIA_LINK: sessions.KIND_MAGIC}
+
+    def session_row(self, s: Session) -> dict | None:
+        """The live database row of a logged-in session, looked up once per request; None if ended."""
+        env = request.environ
+        if "aigen.session_row" not in env:
+            now = self.settings.clock()
+            row = sessions.lookup(self.store, s.key)
+            if not sessions.is_live(row, now) or row["user_id"] != s.user_id:
+                row = None
+            else:
+                try:
+                    sessions.touch(self.store, row, now)
+                except Exception:
+                    # A read-only or busy database must not log everyone out.
+                    log.warning("could not record the last use of a session", exc_info=True)
+            env["aigen.session_row"] = row
+        return env["aigen.session_row"]
+
     def session(self) -> Session | None:
         env = request.environ
         if "aigen.session" not in env:
@@ -259,6 +281,7 @@ class Gallery:
 
     def set_session(self, s: Session) -> None:
         request.environ["aigen.session"] = s
+        request.environ.pop("aigen.session_row", None)
         response.set_cookie(
             COOKIE,
             self.codec.dumps(s),
@@ -279,6 +302,9 @@ class Gallery:
     def current_user(self) -> str | None:
         s = self.session()
         if s is None or not s.user_id:
+            return None
+        # Logged out, revoked, or expired on the server: the cookie is not enough.
+        if self.session_row(s) is None:
             return None
         if self.id_only_allowed():
             return s.user_id
@@ -316,12 +342,8 @@ class Gallery:
             return None
         if not code:
             return "code_required"
-        user = self.store.get_user(user_id)
-        if not user or not user.get("access_code_hash"):
-            return "no_access_code"
-        if not access.check_code(code, user["access_code_hash"]):
-            return "bad_access_code"
-        return None
+        # One scrypt whether the user has a code, has none or does not exist.
+        return access.verify_user_code(self.store, user_id, code)
 
     def require_user(self, *, next_path: str = "/") -> str:
         user = self.current_user()
@@ -409,7 +431,7 @@ class Gallery:
         if request.method == "HEAD" and kind.endswith("_view"):
             return  # a HEAD shows nothing to anyone: not a view
         s = self.session()
-        fields.setdefault("session_id", s.sid if s else None)
+        fields.setdefault("session_id", s.key if s else None)
         try:
             self.store.log_event(kind, now=self.settings.clock(), address=self.address(),
                                  user_agent=self.user_agent(), **fields)
@@ -418,14 +440,19 @@ class Gallery:
             # the operator must hear about it.
             log.exception("could not log event %s", kind)
 
-    def login_failed(self, reason: str, user_id: str | None, *, detail: str | None = None) -> None:
+    def login_failed(self, reason: str, user_id: str | None, *, detail: str | None = None,
+                     count: bool = True) -> None:
+        """Log a refused login; `count` it toward the per-address limit unless it
+        could have been sent by another site (no valid CSRF token, a foreign
+        Origin): such a post must not be able to lock the user out."""
         valid = None
         try:
             valid = validate_user_id(user_id or "")
         except BadInput:
             if user_id:
                 detail = f"{detail + '; ' if detail else ''}user_id given: {user_id[:80]!r}"
-        self.limiter.failure(self.address())
+        if count:
+            self.limiter.failure(self.address())
         self.event("login_failed", ok=False, reason=reason, user_id=valid, detail=detail)
 
     def refuse_if_limited(self, *, json_body: bool = False, user_id: str | None = None):
@@ -466,7 +493,7 @@ class Gallery:
             if rng is None or rng[0] == 0:
                 self.event("asset_view", session_id=None, **fields)
             return
-        sid = self.session().sid
+        sid = self.session().key
         key = (sid, row["id"], detail)
         with self.dedupe.lock:
             if self.dedupe.seen(key):
@@ -496,18 +523,68 @@ class Gallery:
         return self.page("login", message=None, notice=notice, user_id="", next=next_path,
                          require_code=not self.id_only_allowed(), user=None)
 
+    def cross_site_problem(self) -> str | None:
+        """Why this POST may have been sent by another site, or None.
+
+        The CSRF token is the first line of defence; this is the second: a
+        browser says where a request comes from in Sec-Fetch-Site and Origin,
+        and neither can be set by a page on another site.
+        """
+        env = request.environ
+        site = (env.get("HTTP_SEC_FETCH_SITE") or "").strip().lower()
+        if site in ("cross-site", "same-site"):
+            return f"Sec-Fetch-Site: {site}"
+        origin = env.get("HTTP_ORIGIN")
+        if origin is None:
+            return None
+        origin = origin.strip().lower()
+        try:
+            parts = urlsplit(origin)
+            o_host, o_port = (parts.hostname or ""), parts.port
+        except ValueError:
+            return "Origin: malformed"
+        if parts.scheme not in ("http", "https") or not o_host:
+            return f"Origin: {origin[:80]}"
+        default = 443 if parts.scheme == "https" else 80
+        o_port = o_port or default
+        # The Host this request was sent to (what the browser's address bar says) ...
+        h_name, h_port = host_port(env.get("HTTP_HOST") or "")
+        if o_host == h_name and o_port == (h_port or default):
+            return None
+        # ... or the public URL the gallery is published under (behind a proxy).
+        for url in (self.settings.public_url, links.public_base_url(self.settings.public_url)):
+            if not url:
+                continue
+            try:
+                pub = urlsplit(url.lower())
+                if (pub.scheme, pub.hostname, pub.port or (443 if pub.scheme == "https" else 80)) == (
+                        parts.scheme, o_host, o_port):
+                    return None
+            except ValueError:
+                continue
+        return f"Origin: {origin[:80]}"
+
+    CROSS_SITE_MESSAGE = ("This form was sent from another site, so it was refused. "
+                          "Open this gallery's own page and try again.")
+    CSRF_MESSAGE = "This form expired or did not come from this page. Please try again."
+
     def login_post(self):
         forms = request.forms
         raw_id = (forms.getunicode("user_id") or "").strip()
         code = forms.getunicode("access_code") or ""
         next_path = self.safe_next(forms.getunicode("next"))
+        # Neither a cross-site post nor one without a valid CSRF token counts
+        # toward the address's failed logins: another site could send them
+        # from the user's own browser to lock the user out.
+        problem = self.cross_site_problem()
+        if problem:
+            self.login_failed("cross_site", raw_id, detail=problem, count=False)
+            return self.login_response(self.CROSS_SITE_MESSAGE, status=403, next_path=next_path)
         self.refuse_if_limited(user_id=raw_id)
         s = self.session()
         if not self.codec.check_csrf(s, forms.get("csrf_token")):
-            self.login_failed("csrf", raw_id)
-            return self.login_response(
-                "This form expired or did not come from this page. Please try again.",
-                status=403, user_id=raw_id, next_path=next_path)
+            self.login_failed("csrf", raw_id, count=False)
+            return self.login_response(self.CSRF_MESSAGE, status=403, user_id=raw_id, next_path=next_path)
         if not raw_id:
             self.login_failed("invalid_user_id", None, detail="empty")
             return self.login_response("Enter your user_id.", status=400, next_path=next_path)
@@ -538,27 +615,50 @@ class Gallery:
         self.event("login_ok", ok=True, user_id=user_id, detail=f"by {'access code' if code_at else 'user_id'}")
         raise self.redirect(next_path)
 
-    def open_session(self, user_id: str, via: str, *, code_at: str | None = None) -> Session:
+    def open_session(self, user_id: str, via: str, *, code_at: str | None = None,
+                     link: tuple[str, int] | None = None) -> Session | None:
+        """Open a session: a new id (so one planted before login is worth
+        nothing), a row in `sessions`, the cookie. With `link` (token, expiry),
+        spend the magic link in the same transaction; None if it was spent."""
         now = self.settings.clock()
-        self.store.ensure_user(user_id, now=now)
-        with self.store.transaction() as db:
-            db.conn.execute("UPDATE users SET last_login_at = ? WHERE user_id = ?", (iso(now), user_id))
-        # A new session id at login, so an id planted before it is worth nothing.
         s = self.codec.new(int(self.settings.session_ttl.total_seconds()), user_id=user_id, via=via,
                            login_at=int(now.timestamp()), code_at=code_at)
+        with self.store.transaction() as db:
+            if link is not None and not sessions.spend_link(
+                    db, link[0], user_id, session_key_=s.key,
+                    link_expires=datetime.fromtimestamp(link[1], timezone.utc), now=now):
+                return None
+            self.store.ensure_user(user_id, now=now)
+            db.conn.execute("UPDATE users SET last_login_at = ? WHERE user_id = ?", (iso(now), user_id))
+            sessions.insert(db, s.key, user_id, self.VIA_KIND[via], now=now,
+                            expires=datetime.fromtimestamp(s.exp, timezone.utc), address=self.address(),
+                            user_agent=self.user_agent())
         self.set_session(s)
         return s
 
     def logout(self):
+        if self.cross_site_problem():
+            raise self.http_error(403, self.CROSS_SITE_MESSAGE)
         s = self.session()
         if not self.codec.check_csrf(s, request.forms.get("csrf_token")):
             raise self.http_error(403, "This form expired or did not come from this page. Reload and try again.")
-        self.event("logout", ok=True, user_id=s.user_id if s else None)
+        if s.user_id:
+            # Ended on the server: the old cookie, replayed, opens nothing.
+            with self.store.transaction() as db:
+                sessions.revoke(db, s.key, sessions.WHY_LOGOUT, self.settings.clock())
+        self.event("logout", ok=True, user_id=s.user_id)
         self.set_session(self.codec.new(int(self.settings.session_ttl.total_seconds())))
         raise self.redirect("/login?bye=1")
 
-    def magic_login(self, token: str):
-        self.refuse_if_limited()
+    def _magic_target(self, data: dict, user_id: str) -> tuple[str, str | None]:
+        gen_id = data.get("generation_id")
+        if isinstance(gen_id, str) and _GEN_ID_RE.fullmatch(gen_id) and self.store.query_one(
+                "SELECT 1 FROM generations WHERE id = ? AND user_id = ?", (gen_id, user_id)):
+            return f"/g/{gen_id}", gen_id
+        return "/", None
+
+    def _magic_check(self, token: str, *, count: bool) -> tuple[dict | None, str | None]:
+        """(data, user_id) of a good link, else raise the refusal page."""
         data, reason = links.check_magic_token(self.home, token, now=self.settings.clock())
         user_id = None
         if data is not None:
@@ -567,21 +667,48 @@ class Gallery:
             except BadInput:
                 reason = "bad_link"
         if user_id is None:
-            self.login_failed(reason if reason != "ok" else "bad_link", None, detail="magic link")
+            self.login_failed(reason if reason != "ok" else "bad_link", None, detail="magic link", count=count)
             message = (
                 "This link has expired (links last 7 days). Log in below, or ask for a new link."
                 if reason == "expired_link"
                 else "This link is not valid: it may be cut short, or made for another gallery."
             )
-            return self.login_response(message, status=403)
-        gen_id = data.get("generation_id")
-        target = "/"
-        if isinstance(gen_id, str) and _GEN_ID_RE.fullmatch(gen_id) and self.store.query_one(
-                "SELECT 1 FROM generations WHERE id = ? AND user_id = ?", (gen_id, user_id)):
-            target = f"/g/{gen_id}"
-        else:
-            gen_id = None
-        self.open_session(user_id, VIA_LINK)
+            raise self.login_response(message, status=403)
+        return data, user_id
+
+    SPENT_MESSAGE = ("This link was already used to log in, and a link works only once. "
+                     "Log in below, or ask for a new link.")
+
+    def magic_landing(self, token: str):
+        """GET: a page with a button. Mail scanners that fetch links to check
+        them do not press buttons, so fetching a link never spends it. A
+        refused GET is logged but not counted toward the address's limit: an
+        image tag on another site can make the user's browser fetch any URL."""
+        self.refuse_if_limited()
+        data, user_id = self._magic_check(token, count=False)
+        target, gen_id = self._magic_target(data, user_id)
+        if self.current_user() == user_id:
+            raise self.redirect(target)  # already in, perhaps through this very link
+        if sessions.link_spent(self.store, token):
+            self.login_failed("spent_link", user_id, detail="magic link (page)", count=False)
+            raise self.login_response(self.SPENT_MESSAGE, status=403)
+        return self.page("magic", user=None, link_user=user_id, generation_id=gen_id, message=None)
+
+    def magic_login(self, token: str):
+        """POST: spend the link, once, and open a session."""
+        problem = self.cross_site_problem()
+        if problem:
+            self.login_failed("cross_site", None, detail=f"magic link; {problem}", count=False)
+            return self.login_response(self.CROSS_SITE_MESSAGE, status=403)
+        self.refuse_if_limited()
+        if not self.codec.check_csrf(self.session(), request.forms.get("csrf_token")):
+            self.login_failed("csrf", None, detail="magic link", count=False)
+            return self.login_response(self.CSRF_MESSAGE, status=403)
+        data, user_id = self._magic_check(token, count=True)
+        target, gen_id = self._magic_target(data, user_id)
+        if self.open_session(user_id, VIA_LINK, link=(token, data["exp"])) is None:
+            self.login_failed("spent_link", user_id, detail="magic link")
+            return self.login_response(self.SPENT_MESSAGE, status=403)
         self.event("magic_link_login", ok=True, user_id=user_id, generation_id=gen_id)
         raise self.redirect(target)
 
@@ -781,7 +908,8 @@ def make_app(settings: WebSettings) -> Bottle:
     app.route("/login", "GET", g.login_form)
     app.route("/login", "POST", g.login_post)
     app.route("/logout", "POST", g.logout)
-    app.route("/login/link/<token>", "GET", g.magic_login)
+    app.route("/login/link/<token>", "GET", g.magic_landing)
+    app.route("/login/link/<token>", "POST", g.magic_login)
     app.route(f"/g/<gen_id:re:{GEN_ID}>", "GET", g.generation)
     app.route(f"/g/<gen_id:re:{GEN_ID}>/section", "GET", g.section)
     app.route("/api/generations", "GET", g.api_list)

@@ -4,6 +4,9 @@ The session is a signed cookie (itsdangerous, HMAC-SHA1 over a key derived
 from the home's secret) holding a random session id, the user id once logged
 in, how the login was made and an expiry. The expiry is inside the signed
 payload, and checked against the app's clock, so tests need no sleeping.
+A logged-in session is also a row in the `sessions` table (see
+aigen/web/sessions.py), checked on every request: the cookie alone is not
+enough once the row is revoked.
 """
 
 from __future__ import annotations
@@ -54,6 +57,25 @@ def host_name(header: str) -> str:
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
+def host_port(header: str) -> tuple[str, int | None]:
+    """A Host header as (name, port): 'example.org:8000' -> ('example.org', 8000), '[::1]' -> ('::1', None).
+
+    A port that is not a number comes back as -1, which matches nothing.
+    """
+    header = (header or "").strip().lower()
+    port: str | None
+    if header.startswith("["):
+        name, _, rest = header[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None
+    elif header.count(":") == 1:
+        name, port = header.split(":")
+    else:
+        name, port = header, None
+    if not port:
+        return name, None
+    return name, int(port) if port.isdigit() else -1
+
+
 def url_host(url: str | None) -> str | None:
     if not url:
         return None
@@ -71,6 +93,11 @@ class Session:
     exp: int = 0
     login_at: int = 0
     code_at: str | None = None  # access_code_created_at when logged in by code
+
+    @property
+    def key(self) -> str:
+        """The session's name in the database and in events: a hash, never the id itself."""
+        return hashlib.sha256(self.sid.encode()).hexdigest()
 
     def to_payload(self) -> dict:
         d = {"s": self.sid, "e": self.exp}

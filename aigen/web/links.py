@@ -67,7 +67,10 @@ def _serializer(home: Home | Path):
 def magic_token(home: Home | Path, user_id: str, generation_id: str | None, *,
                 expires: timedelta = DEFAULT_LINK_TTL, now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
-    payload = {"u": user_id, "g": generation_id, "exp": int((now + expires).timestamp())}
+    # "n" makes every link distinct, so spending one (a link opens one
+    # session, once) never spends another made in the same second.
+    payload = {"u": user_id, "g": generation_id, "exp": int((now + expires).timestamp()),
+               "n": secrets.token_urlsafe(6)}
     return _serializer(home).dumps(payload)
 
 
@@ -90,7 +93,8 @@ def verify_magic_token(home: Home | Path, token: str, *, now: datetime | None = 
 def check_magic_token(home: Home | Path, token: str, *, now: datetime | None = None) -> tuple[dict | None, str]:
     """Like verify_magic_token, but also say why a token is refused.
 
-    Returns (data, "ok") or (None, reason) with reason "bad_link" (not signed
+    Returns (data, "ok") (data also holding the link's expiry, "exp", in Unix
+    seconds) or (None, reason) with reason "bad_link" (not signed
     by this home's secret, or mangled) or "expired_link". The gallery logs the
     reason and tells the user which it is, since "ask for a new link" is the
     answer only to the second.
@@ -108,7 +112,7 @@ def check_magic_token(home: Home | Path, token: str, *, now: datetime | None = N
     now = now or datetime.now(timezone.utc)
     if now.timestamp() > payload["exp"]:
         return None, "expired_link"
-    return {"user_id": payload["u"], "generation_id": payload.get("g")}, "ok"
+    return {"user_id": payload["u"], "generation_id": payload.get("g"), "exp": payload["exp"]}, "ok"
 
 
 SERVED_URL_FILE = "gallery.url"
