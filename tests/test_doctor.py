@@ -1,6 +1,7 @@
 """`aigen doctor`: finds what is wrong with a home, says how to mend it, changes nothing unless asked."""
 
 import hashlib
+import gc
 import json
 import os
 import sqlite3
@@ -27,6 +28,9 @@ def make(cli, home, n=2):
     r = cli("generate", "a fox", "--user", "alice", "--images", n, "--videos", "0", "--image-provider", "flaky",
             "--image-size", "64x64", "--json", "--notify-via", "none")
     assert r.exit_code == 0, r.output
+    # CliRunner runs in this process: let the finished command's database connections close (and checkpoint)
+    # now, not when the garbage collector happens to run during a later command, after a test damaged the file.
+    gc.collect()
     return json.loads(r.stdout)["id"]
 
 
