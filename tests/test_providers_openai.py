@@ -69,7 +69,7 @@ def test_success_writes_the_decoded_png_and_sends_the_documented_request(fake, e
     from PIL import Image
 
     assert Image.open(dest).size == (1024, 1024)
-    assert out.format == "png" and out.model == "gpt-image-2" and out.exact_size is True
+    assert out.format == "png" and out.model == "gpt-image-2"
     assert fake.calls == 1 and delays == []
     rec = fake.server.requests[-1]
     assert rec.path == "/v1/images/generations"
@@ -80,10 +80,9 @@ def test_success_writes_the_decoded_png_and_sends_the_documented_request(fake, e
     assert "response_format" not in body  # GPT image models reject it
 
 
-def test_a_size_the_model_cannot_make_is_mapped_and_not_claimed_exact(fake, env, tmp_path):
+def test_a_size_the_model_cannot_make_is_mapped_to_the_nearest_allowed(fake, env, tmp_path):
     out, dest = make(env, request(width=1000, height=600), tmp_path)
     assert fake.bodies[-1]["size"] == "1008x608"
-    assert out.exact_size is False
     from PIL import Image
 
     assert Image.open(dest).size == (1008, 608)
