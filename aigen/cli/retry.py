@@ -66,7 +66,7 @@ def retry(
             if as_json:
                 print_json({**err.to_dict(), "id": gen_id, "skipped": skipped})
                 raise typer.Exit(err.exit_code)
-            _print_skipped(refused, quiet=quiet)
+            _print_skipped(refused, quiet=quiet, tip=False)  # the hint below says it
             fail(err)
         from aigen.errors import Busy
         from aigen.pipeline.run import is_running
@@ -90,12 +90,12 @@ def retry(
     raise typer.Exit(code)
 
 
-def _print_skipped(refused: list[dict], *, quiet: bool) -> None:
+def _print_skipped(refused: list[dict], *, quiet: bool, tip: bool = True) -> None:
     """Say which assets are not submitted again, and why (stderr with -q: stdout stays one line)."""
     out = err_console if quiet else console
     out.print(f"[yellow]Skipped {len(refused)} refused asset(s)[/] (not submitted again):", soft_wrap=True)
     for a in refused:
         out.print(f"  {a['kind']} {a['idx']} ({escape(a['provider'])}): {escape(a.get('error') or 'refused')}",
                   soft_wrap=True)
-    if not quiet:
+    if tip and not quiet:
         out.print("[dim]Pass --include-refused to submit them again (they may be refused, and charged, again).[/]")
