@@ -166,3 +166,68 @@ def validate_duration(value: float) -> float:
     if not (0.5 <= value <= 60):
         raise BadInput(f"invalid --duration {value:g}: must be between 0.5 and 60 seconds")
     return float(value)
+
+
+# -- config.toml and the providers' concurrency caps ---------------------------
+CONFIG_FILE = "config.toml"
+CONCURRENCY_MAX = 64
+
+
+def read_config_file(home: Path | None) -> tuple[dict, Path | None]:
+    """``<home>/config.toml`` as a dict (empty when there is none) and its path."""
+    if home is None:
+        return {}, None
+    path = Path(home) / CONFIG_FILE
+    if not path.is_file():
+        return {}, None
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ImportError:
+            raise BadInput(f"cannot read {path}: reading TOML needs Python 3.11+ or the tomli package") from None
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8")), path
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"cannot read {path}: {exc}", hint="fix or remove the file") from None
+
+
+def concurrency_env_var(provider: str) -> str:
+    return "AIGEN_" + re.sub(r"[^A-Za-z0-9]", "_", provider).upper() + "_CONCURRENCY"
+
+
+def _parse_cap(value, where: str) -> int:
+    text = str(value).strip() if not isinstance(value, bool) else ""
+    if isinstance(value, float) and value.is_integer():
+        text = str(int(value))
+    if not re.fullmatch(r"\d{1,6}", text) or not 1 <= int(text) <= CONCURRENCY_MAX:
+        raise BadInput(
+            f"invalid concurrency {value!r} in {where}: must be a whole number between 1 and {CONCURRENCY_MAX}",
+            hint="how many calls to this provider may run at once; see `aigen providers`",
+        )
+    return int(text)
+
+
+def concurrency_cap(provider: str, default: int, *, env=None, home: Path | None = None) -> tuple[int, str]:
+    """The cap in force for `provider` and where it came from.
+
+    ``AIGEN_<PROVIDER>_CONCURRENCY`` wins, then ``concurrency`` in the
+    ``[providers.<name>]`` table of ``<home>/config.toml``, then the provider's
+    own default. A bad value is BadInput (exit 2), never silently ignored.
+    """
+    env = os.environ if env is None else env
+    var = concurrency_env_var(provider)
+    value = env.get(var)
+    if value not in (None, ""):
+        return _parse_cap(value, f"the environment ({var})"), f"env {var}"
+    data, path = read_config_file(home)
+    table = data.get("providers") or {}
+    if not isinstance(table, dict):
+        raise BadInput(f"invalid {path}: [providers] must be a table")
+    entry = table.get(provider)
+    if entry is not None and not isinstance(entry, dict):
+        raise BadInput(f"invalid {path}: [providers.{provider}] must be a table")
+    if entry and "concurrency" in entry:
+        return _parse_cap(entry["concurrency"], f"{path} [providers.{provider}]"), "config.toml"
+    return max(1, int(default)), "default"

@@ -85,7 +85,7 @@ def make_providers(asset_s: float, cap_image: int, cap_video: int, png: bytes, m
                 finally:
                     self.tracker.leave(t0)
                 write(dest)
-                return AssetOutput(format=fmt, model="fake-1", cost=0.0, exact_size=False)
+                return AssetOutput(format=fmt, model="fake-1", cost=0.0)
 
         return Fake
 

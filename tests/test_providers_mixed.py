@@ -76,7 +76,12 @@ def test_a_runway_failure_does_not_touch_the_openai_images(cli, fakes):
     assert "video 1: refused by runway: Output flagged. (SAFETY.OUTPUT.VIDEO)" in data["error"]
 
     runway_fake.default_outcome = Outcome()
+    created = runway_fake.creations
+    # A refusal is not submitted again unless asked (issue 9, item 3).
     r = cli("retry", data["id"], "--json")
+    assert r.exit_code == 1 and json.loads(r.output)["error"] == "all_refused"
+    assert runway_fake.creations == created
+    r = cli("retry", data["id"], "--include-refused", "--json")
     assert r.exit_code == 0, r.output
     assert openai_fake.calls == 2, "retry must not remake the images that were done"
     assert len(json.loads(r.output)["videos"]) == 2

@@ -70,7 +70,7 @@ def test_success_writes_the_decoded_png_and_sends_the_documented_request(fake, e
     from PIL import Image
 
     assert Image.open(dest).size == (1024, 1024)
-    assert out.format == "png" and out.model == "gpt-image-2" and out.exact_size is True
+    assert out.format == "png" and out.model == "gpt-image-2"
     assert fake.calls == 1 and delays == []
     rec = fake.server.requests[-1]
     assert rec.path == "/v1/images/generations"
@@ -81,11 +81,10 @@ def test_success_writes_the_decoded_png_and_sends_the_documented_request(fake, e
     assert "response_format" not in body  # GPT image models reject it
 
 
-def test_a_size_the_model_cannot_make_is_mapped_and_not_claimed_exact(fake, env, tmp_path):
+def test_a_size_the_model_cannot_make_is_mapped_to_the_nearest_allowed(fake, env, tmp_path):
     out, dest = make(env, request(width=1000, height=600), tmp_path)
     # 1000x600 is under the 655,360-pixel floor and off the 16-pixel grid.
     assert fake.bodies[-1]["size"] == "1072x640"
-    assert out.exact_size is False
     from PIL import Image
 
     assert Image.open(dest).size == (1072, 640)
@@ -95,7 +94,6 @@ def test_an_undersized_request_is_scaled_up_to_the_pixel_floor_keeping_its_shape
     # 512x512 sent as-is would be an HTTP 400 for every image of the request.
     out, dest = make(env, request(width=512, height=512), tmp_path)
     assert fake.bodies[-1]["size"] == "816x816"
-    assert out.exact_size is False
     from PIL import Image
 
     assert Image.open(dest).size == (816, 816)

@@ -110,7 +110,7 @@ def test_text_to_video_success_saves_the_task_id_before_polling(env, fake, tmp_p
     rep = RecordingReporter(fake)
     dest = tmp_path / "v.mp4"
     out = provider(env).generate(video_req(), dest, rep)
-    assert out.format == "mp4" and out.model == "gen4.5" and out.exact_size is False
+    assert out.format == "mp4" and out.model == "gen4.5"
     assert out.cost == pytest.approx(0.25)  # 25 credits at $0.01
     assert dest.read_bytes()[4:8] == b"ftyp"
     [create] = fake.create_requests()

@@ -59,7 +59,7 @@ def make(env, req, tmp_path, name="out.png"):
 def test_core_by_default_multipart_with_seed_ratio_and_png(fake, env, tmp_path, delays):
     out, dest = make(env, request(width=1280, height=720), tmp_path)
     assert dest.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert out.format == "png" and out.model == "core" and out.exact_size is False
+    assert out.format == "png" and out.model == "core"
     assert out.cost == pytest.approx(0.03)
     rec = fake.server.requests[-1]
     assert rec.method == "POST" and rec.path == "/v2beta/stable-image/generate/core"

@@ -104,6 +104,8 @@ def files_table(assets: list[dict], home_path) -> Table:
         style = _STATE_STYLE.get(status, "")
         if a.get("path"):
             where = PurePosixPath(a["path"]).name if caption else str(home_path / a["path"])
+            if a.get("note"):
+                where += f" ({a['note']})"  # kept, though not as asked
         else:
             where = a.get("error") or ""
         table.add_row(

@@ -14,6 +14,7 @@ def describe(name: str, home, env) -> dict:
     """One provider's facts from its class attributes (no SDK is imported), and its key state."""
     from aigen import keys as keystore
     from aigen.providers.base import provider_class
+    from aigen.config import concurrency_env_var
     from aigen.providers.pricing import Estimate, unit_price
 
     try:
@@ -22,6 +23,11 @@ def describe(name: str, home, env) -> dict:
         return {"name": name, "error": f"cannot load: {type(e).__name__}: {e}"}
     provider = cls(env=env, home=home)
     missing = provider.missing_keys()
+    try:
+        cap, cap_source = provider.concurrency_cap()
+        cap_error = None
+    except AigenError as e:  # shown on its row; `generate` refuses to run with it (exit 2)
+        cap, cap_source, cap_error = None, None, e.message
     key_vars = []
     for alternatives in cls.key_env:
         for var in alternatives:
@@ -48,7 +54,12 @@ def describe(name: str, home, env) -> dict:
         "missing": missing,
         "base_url_env": base_env,
         "base_url": (env.get(base_env) if base_env else None) or getattr(cls, "default_base_url", None),
-        "concurrency": cls.concurrency,
+        "concurrency": cap,
+        "concurrency_source": cap_source,
+        "concurrency_default": cls.concurrency,
+        "concurrency_env": concurrency_env_var(name),
+        **({"concurrency_error": cap_error} if cap_error else {}),
+        "guarantees_size": cls.guarantees_size,
         "price_per_asset": prices,
     }
 
@@ -59,7 +70,10 @@ def providers(
 ) -> None:
     """List the providers: what each makes, its default model, whether its key is set, its concurrency cap.
 
-    Keys are never shown: only whether they are set and where from.
+    Keys are never shown: only whether they are set and where from. The cap is
+    the one in force: AIGEN_<PROVIDER>_CONCURRENCY, else `concurrency` in the
+    [providers.<name>] table of <home>/config.toml, else the provider's default.
+    A bad cap setting exits 2.
     """
     from aigen.providers.base import provider_names
 
@@ -71,6 +85,8 @@ def providers(
         fail(e, as_json=as_json)
     if as_json:
         print_json({"providers": rows})
+        if any(r.get("concurrency_error") for r in rows):
+            raise typer.Exit(2)
         return
     from rich.table import Table
 
@@ -94,9 +110,21 @@ def providers(
         models = r["default_models"]
         shown = next(iter(models.values())) if len(set(models.values())) == 1 else \
             ", ".join(f"{k} {v}" for k, v in models.items())
-        table.add_row(r["name"], "+".join(r["makes"]), escape(shown or ""), key, str(r["concurrency"]))
+        if r.get("concurrency_error"):
+            cap = "[red]invalid[/]"
+            hints.append(r["concurrency_error"])
+        else:
+            source = r["concurrency_source"]
+            cap = f"{r['concurrency']} ({source.split()[0]})"
+            if source != "default":
+                where = source.split()[1] if source.startswith("env ") else "config.toml"
+                hints.append(f"{r['name']}: cap {r['concurrency']} from {where} (default {r['concurrency_default']})")
+        table.add_row(r["name"], "+".join(r["makes"]), escape(shown or ""), key, cap)
     console.print(table)
     for h in hints:
         console.print(f"[dim]- {escape(h)}[/]")
     console.print("[dim]Set a key with `aigen keys set PROVIDER` or export its variable; "
-                  "--json adds descriptions, base URLs and prices.[/]")
+                  + escape("set a cap with AIGEN_<PROVIDER>_CONCURRENCY or [providers.NAME] concurrency = N in "
+                           "config.toml; --json adds descriptions, base URLs and prices.") + "[/]")
+    if any(r.get("concurrency_error") for r in rows):
+        raise typer.Exit(2)

@@ -98,6 +98,10 @@ def result_dict(home: Home, gen: dict, assets: list[dict]) -> dict:
                 "attempts": a["attempts"],
                 "provider_job_id": a.get("provider_job_id"),
                 "error": a["error"],
+                "error_code": a.get("error_code"),
+                "refused": bool(a.get("refused")),
+                # How the kept file differs from the ask ("asked 1024x1024, got 512x512").
+                "note": a.get("note"),
             }
             for a in assets
         ],
@@ -105,16 +109,18 @@ def result_dict(home: Home, gen: dict, assets: list[dict]) -> dict:
 
 
 def run_foreground(store, home: Home, gen_id: str, *, as_json: bool, quiet: bool = False,
-                   after_run=None) -> int:
+                   after_run=None, include_refused: bool = False, extra: dict | None = None) -> int:
     """Run with live progress and report; ``after_run(gen)`` runs once the result is shown
-    (generate's notification), and what it returns goes into the JSON as "notification"."""
+    (generate's notification), and what it returns goes into the JSON as "notification".
+    ``extra`` is added to the JSON (retry's skipped assets); ``include_refused`` submits
+    refused assets again."""
     from aigen.pipeline.run import Runner
 
     todo = [a for a in store.assets(gen_id) if a["status"] != "done"]
     total = len(store.assets(gen_id))
     started = time.monotonic()
     display = RunDisplay(console, total, quiet=quiet or as_json)
-    runner = Runner(store, home, listener=display)
+    runner = Runner(store, home, listener=display, include_refused=include_refused)
     restore = catch_sigterm()
     try:
         try:
@@ -138,6 +144,7 @@ def _report(home: Home, gen_id: str, result, todo: list[dict], total: int, start
     if as_json:
         data = result_dict(home, gen, assets)
         data["elapsed_s"] = round(elapsed, 2)
+        data.update(extra or {})
         if after_run is not None:
             data["notification"] = after_run(gen)
         print_json(data)

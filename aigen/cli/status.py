@@ -204,3 +204,8 @@ def _detail(store, home, gen_id: str, as_json: bool, running: bool) -> None:
             str(a["attempts"]),
         )
     console.print(table)
+    # Files kept though not as asked (a paid file of another size or length).
+    for a in assets:
+        if a["status"] == "done" and a.get("note"):
+            console.print(f"[yellow]Note[/] {a['kind']} {a['idx']}: {escape(a['note'])} (kept: it was paid for)",
+                          soft_wrap=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from aigen.config import Home
-from aigen.errors import AigenError, Busy, MediaCheckError, ProviderError
+from aigen.errors import AigenError, Busy, MediaCheckError, ProviderError, Refused
 from aigen.pipeline.files import place, remove_stale_parts, sha256_file, temp_path_for
 from aigen.providers.base import AssetOutput, AssetRequest, Provider, get_provider
 from aigen.store import Store
@@ -202,8 +202,12 @@ class Runner:
         listener: Listener | None = None,
         env: dict | None = None,
         providers: dict[str, Provider] | None = None,
+        include_refused: bool = False,
     ):
         self.store = store
+        # False: assets a provider refused stay failed (`aigen retry` without
+        # --include-refused); True: they are submitted again, as a new job.
+        self.include_refused = include_refused
         self.home = home
         self.listener = listener
         self.env = env
@@ -211,6 +215,7 @@ class Runner:
         self.stop = threading.Event()
         self._lock = threading.Lock()
         self.sources: SourceImages | None = None
+        self._caps: dict[str, int] = {}
 
     def _emit(self, asset: dict, state: str, fraction: float | None, error: str | None) -> None:
         if self.listener is not None:
@@ -229,7 +234,13 @@ class Runner:
     def run(self, gen_id: str) -> RunResult:
         with run_lock(self.home, gen_id):
             gen = self.store.get_generation(gen_id)
-            todo = self.store.reopen_generation(gen_id, worker_pid=os.getpid())
+            # Each provider's cap (AIGEN_<NAME>_CONCURRENCY, config.toml, its
+            # default), read before anything changes: a bad setting is an error
+            # here, not half-way through the run.
+            self._caps = {name: self.provider(name).concurrency_cap()[0]
+                          for name in {a["provider"] for a in self.store.assets(gen_id)}}
+            todo = self.store.reopen_generation(gen_id, worker_pid=os.getpid(),
+                                                skip_refused=not self.include_refused)
             directory = generation_dir(self.home, gen)
             directory.mkdir(parents=True, exist_ok=True)
             remove_stale_parts(directory)
@@ -257,7 +268,7 @@ class Runner:
             todo = sorted(todo, key=lambda a: (a["kind"] != "video", a["idx"]))
         try:
             for asset in todo:
-                pool = provider_pool(asset["provider"], self.provider(asset["provider"]).concurrency)
+                pool = provider_pool(asset["provider"], self._caps[asset["provider"]])
                 futures.add(pool.submit(self._run_one, gen, asset, directory))
             pending = futures
             while pending:
@@ -302,7 +313,8 @@ class Runner:
             self.store.requeue_asset(asset["id"])
             self._emit(asset, "queued", None, "stopped")
         except ProviderError as e:
-            self.store.fail_asset(asset["id"], e.message, code=e.provider_code or e.code)
+            self.store.fail_asset(asset["id"], e.message, code=e.provider_code or e.code,
+                                  refused=isinstance(e, Refused))
             self._emit(asset, "failed", None, e.message)
         except MediaCheckError as e:
             msg = f"the file received is not valid: {e.message}"
@@ -328,7 +340,7 @@ class Runner:
         for final in self._final_candidates(asset, directory):
             if final.exists():
                 try:
-                    info = self._check(asset, final, exact=asset["provider"] == "local")
+                    info = self._check(asset, final, exact=self.provider(asset["provider"]).guarantees_size)
                 except MediaCheckError:
                     final.unlink(missing_ok=True)
                     continue
@@ -362,7 +374,8 @@ class Runner:
             duration=asset["duration"],
             fps=asset["fps"] or 24,
             provider_job_id=asset.get("provider_job_id"),
-            options={**(gen.get("options") or {}), "directory": str(directory), **extra},
+            options={**(gen.get("options") or {}), "directory": str(directory), **extra,
+                     **({"resubmit_refused": True} if self.include_refused else {})},
         )
         stem = f"{asset['kind']}_{asset['idx']}"
         tmp = temp_path_for(directory / stem)
@@ -371,7 +384,7 @@ class Runner:
             ext = {"png": "png", "jpeg": "jpg", "jpg": "jpg", "mp4": "mp4"}.get(out.format)
             if ext is None:
                 raise MediaCheckError(f"unsupported format {out.format!r} from {provider.name}")
-            info = self._check(asset, tmp, exact=out.exact_size)
+            info = self._check(asset, tmp, exact=provider.guarantees_size)
             final = directory / f"{stem}.{ext}"
             place(tmp, final)
         finally:
@@ -383,6 +396,12 @@ class Runner:
         self._keep(gen, asset, final, info)
 
     def _check(self, asset: dict, path: Path, *, exact: bool) -> dict:
+        """Check the file decodes; return its real size (and length), with a note when it differs from the ask.
+
+        `exact` (the provider guarantees the size: Provider.guarantees_size)
+        makes another size an error. Without it, a valid file of another size
+        was paid for and is kept, with its real size and a note.
+        """
         from aigen.media import probe
 
         if asset["kind"] == "image":
@@ -393,14 +412,20 @@ class Runner:
                 raise MediaCheckError(
                     f"image is {im.width}x{im.height}, expected {asset['width']}x{asset['height']}"
                 )
-            return {"width": im.width, "height": im.height}
-        if exact:
-            vi = probe.check_video(
-                path, width=asset["width"], height=asset["height"], duration=asset["duration"]
-            )
+            info = {"width": im.width, "height": im.height}
         else:
-            vi = probe.check_video(path)
-        return {"width": vi.width, "height": vi.height, "duration": round(vi.duration, 3), "fps": round(vi.fps)}
+            if exact:
+                vi = probe.check_video(
+                    path, width=asset["width"], height=asset["height"], duration=asset["duration"]
+                )
+            else:
+                vi = probe.check_video(path)
+            info = {"width": vi.width, "height": vi.height, "duration": round(vi.duration, 3),
+                    "fps": round(vi.fps)}
+        note = size_note(asset, info)
+        if note:
+            info["note"] = note
+        return info
 
     def _keep(self, gen: dict, asset: dict, final: Path, info: dict) -> None:
         rel = final.relative_to(self.home.path).as_posix()
@@ -426,6 +451,21 @@ class Runner:
             return None
         finally:
             tmp.unlink(missing_ok=True)
+
+
+# A video this much longer or shorter than asked gets a note (frame rounding is not a difference).
+DURATION_TOLERANCE_S = 0.25
+
+
+def size_note(asked: dict, got: dict) -> str | None:
+    """'asked 1024x1024, got 512x512' (and the length for a video), or None when the file is as asked."""
+    parts = []
+    if asked.get("width") and asked.get("height") and (got["width"], got["height"]) != (asked["width"], asked["height"]):
+        parts.append(f"asked {asked['width']}x{asked['height']}, got {got['width']}x{got['height']}")
+    want, have = asked.get("duration"), got.get("duration")
+    if asked.get("kind") == "video" and want and have is not None and abs(have - want) > DURATION_TOLERANCE_S:
+        parts.append(f"asked {want:g} s, got {have:.1f} s")
+    return "; ".join(parts) or None
 
 
 def run_generation(store: Store, home: Home, gen_id: str, **kw) -> RunResult:

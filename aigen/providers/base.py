@@ -44,9 +44,6 @@ class AssetOutput:
     format: str  # "png" | "jpeg" | "mp4"
     model: str | None = None
     cost: float | None = None  # in US dollars, when the provider says
-    # Set when the provider guarantees the size it was asked for; the pipeline
-    # then refuses a file of any other size.
-    exact_size: bool = False
 
 
 class Reporter(Protocol):
@@ -72,7 +69,14 @@ class Provider:
     # Each entry is a tuple of alternatives: any one of them set is enough.
     key_env: ClassVar[tuple[tuple[str, ...], ...]] = ()
     default_models: ClassVar[dict[str, str]] = {}
+    # The default cap on calls running at once; AIGEN_<NAME>_CONCURRENCY or
+    # config.toml may set another (see concurrency_cap()).
     concurrency: ClassVar[int] = 2
+    # True only for a provider that always makes exactly the asked size and
+    # length (`local`): the pipeline may then refuse a file of any other size
+    # as broken. Otherwise a valid file of another size was paid for: it is
+    # kept, with its real size and a note saying how it differs from the ask.
+    guarantees_size: ClassVar[bool] = False
 
     def __init__(self, env: dict | None = None, home: Path | None = None):
         self.env = dict(os.environ if env is None else env)
@@ -99,8 +103,15 @@ class Provider:
                 missing.append(" or ".join(alternatives))
         return missing
 
+    def concurrency_cap(self) -> tuple[int, str]:
+        """The cap in force and where it came from: "env AIGEN_X_CONCURRENCY", "config.toml" or "default"."""
+        from aigen.config import concurrency_cap
+
+        return concurrency_cap(self.name, type(self).concurrency, env=self.env, home=self.home)
+
     def check_ready(self, kind: str) -> None:
         """Raise before anything is written if this provider cannot make `kind`."""
+        self.concurrency_cap()  # a bad cap setting stops here (exit 2), not mid-run
         if kind not in self.kinds:
             makes = " and ".join(f"{k}s" for k in sorted(self.kinds)) or "nothing"
             raise BadInput(f"provider {self.name!r} cannot make {kind}s (it makes {makes})")

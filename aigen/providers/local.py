@@ -24,6 +24,8 @@ class LocalProvider(Provider):
     # Rendering and encoding are CPU-bound; one job per core keeps every core busy
     # without thrashing.
     concurrency = max(2, os.cpu_count() or 2)
+    # It renders exactly the asked size and length: a file that differs is broken.
+    guarantees_size = True
 
     def generate(self, req: AssetRequest, dest: Path, reporter: Reporter) -> AssetOutput:
         if req.kind == "image":
@@ -32,7 +34,7 @@ class LocalProvider(Provider):
             img = render_image(req.prompt, req.seed, req.index, req.width, req.height)
             save_png(img, dest)
             reporter.progress(1.0)
-            return AssetOutput(format="png", model=self.default_models["image"], cost=0.0, exact_size=True)
+            return AssetOutput(format="png", model=self.default_models["image"], cost=0.0)
         from aigen.media.video import render_video
 
         def progress(fraction: float) -> None:
@@ -54,4 +56,4 @@ class LocalProvider(Provider):
             dest,
             progress=progress,
         )
-        return AssetOutput(format="mp4", model=self.default_models["video"], cost=0.0, exact_size=True)
+        return AssetOutput(format="mp4", model=self.default_models["video"], cost=0.0)

@@ -247,8 +247,7 @@ class OpenAIImages(Provider):
 
         price = unit_price(self.name, "image", model, width, height)
         cost = price.low if price is not None and price.low == price.high else None
-        return AssetOutput(format="png", model=model, cost=cost,
-                           exact_size=(width, height) == (req.width, req.height))
+        return AssetOutput(format="png", model=model, cost=cost)
 
     def _write(self, resp: Any, dest: Path, key: str) -> None:
         if not hasattr(resp, "data"):

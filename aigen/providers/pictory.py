@@ -418,7 +418,7 @@ class PictoryVideos(Provider):
                                             provider=self.name, provider_code="job_changed") from e
                     continue
                 raise
-        return AssetOutput(format="mp4", model=self.default_models["video"], cost=None, exact_size=False)
+        return AssetOutput(format="mp4", model=self.default_models["video"], cost=None)
 
 
 # --------------------------------------------------------------------------- job answers

@@ -324,7 +324,8 @@ class RunwayProvider(Provider):
         model = self.model_for(req.kind, req.model)
         task = None
         if req.provider_job_id:
-            task = self._resume(req.provider_job_id)
+            task = self._resume(req.provider_job_id,
+                                resubmit_refused=bool(req.options.get("resubmit_refused")))
         if task is None:
             task_id = self._create(req, model)
             reporter.save_job_id(task_id)
@@ -335,8 +336,14 @@ class RunwayProvider(Provider):
         self._raise_if_failed(task)
         return self._deliver(task, req, model, dest, reporter)
 
-    def _resume(self, task_id: str):
-        """The saved task, to be polled; None when a new task must be created."""
+    def _resume(self, task_id: str, *, resubmit_refused: bool = False):
+        """The saved task, to be polled; None when a new task must be created.
+
+        A task refused by moderation (any SAFETY.* code, input or output) is
+        reported again, never resubmitted, unless `resubmit_refused` (`aigen
+        retry --include-refused`): Runway's task-failures page says not to retry
+        these, and repeated moderation hits can get the account suspended.
+        """
         try:
             task = self._retrieve(task_id)
         except ProviderError as e:
@@ -346,9 +353,7 @@ class RunwayProvider(Provider):
             raise
         if task.status == "FAILED":
             code = getattr(task, "failure_code", None) or ""
-            if code.startswith("SAFETY.INPUT"):
-                # The same input would be refused again, and repeated moderation
-                # hits can get a Runway account suspended: report, do not resubmit.
+            if code.startswith("SAFETY") and not resubmit_refused:
                 self._raise_if_failed(task)
             log.warning("runway task %s had failed (%s); creating a new one", task_id, code or "no code")
             return None
@@ -479,7 +484,6 @@ class RunwayProvider(Provider):
             format=fmt,
             model=model,
             cost=round(credits * USD_PER_CREDIT, 4) if credits is not None else None,
-            exact_size=False,
         )
 
 

@@ -161,7 +161,7 @@ class StabilityImages(Provider):
         from aigen.providers.pricing import unit_price
 
         price = unit_price(self.name, "image", model, req.width, req.height)
-        return AssetOutput(format=fmt, model=model, cost=price.low if price else None, exact_size=False)
+        return AssetOutput(format=fmt, model=model, cost=price.low if price else None)
 
     def _receive(self, resp: Any, dest: Path, key: str, limits: http.BodyLimits) -> str:
         if not 200 <= resp.status_code < 300:

@@ -278,7 +278,8 @@ class Store:
         with self.transaction() as db:
             db.conn.execute(
                 "UPDATE assets SET status = 'running', attempts = attempts + 1, started_at = ?, "
-                "updated_at = ?, error = NULL, error_code = NULL, progress = 0 WHERE id = ?",
+                "updated_at = ?, error = NULL, error_code = NULL, refused = NULL, note = NULL, progress = 0 "
+                "WHERE id = ?",
                 (now_s, now_s, asset_id),
             )
 
@@ -302,7 +303,9 @@ class Store:
             fields = {k: info[k] for k in (
                 "path", "poster_path", "bytes", "sha256", "width", "height", "duration", "model", "cost", "fps"
             ) if k in info}
-            fields.update(status="done", finished_at=now_s, updated_at=now_s, error=None, error_code=None, progress=1.0)
+            # `note`: how the kept file differs from the ask (None: it does not).
+            fields.update(status="done", finished_at=now_s, updated_at=now_s, error=None, error_code=None,
+                          refused=None, note=info.get("note"), progress=1.0)
             sets = ", ".join(f"{k} = ?" for k in fields)
             db.conn.execute(f"UPDATE assets SET {sets} WHERE id = ?", [*fields.values(), asset_id])
             column = "image_paths" if asset["kind"] == "image" else "video_paths"
@@ -329,13 +332,15 @@ class Store:
                 (iso(utcnow()), asset_id),
             )
 
-    def fail_asset(self, asset_id: int, error: str, *, code: str | None = None, now: datetime | None = None) -> None:
+    def fail_asset(self, asset_id: int, error: str, *, code: str | None = None, refused: bool = False,
+                   now: datetime | None = None) -> None:
+        """`refused`: the provider refused the prompt or the output (moderation); `aigen retry` skips it."""
         now_s = iso(now or utcnow())
         with self.transaction() as db:
             db.conn.execute(
-                "UPDATE assets SET status = 'failed', error = ?, error_code = ?, finished_at = ?, updated_at = ? "
-                "WHERE id = ?",
-                (error, code, now_s, now_s, asset_id),
+                "UPDATE assets SET status = 'failed', error = ?, error_code = ?, refused = ?, finished_at = ?, "
+                "updated_at = ? WHERE id = ?",
+                (error, code, 1 if refused else None, now_s, now_s, asset_id),
             )
 
     def finalize_generation(self, gen_id: str, *, now: datetime | None = None) -> str:
@@ -361,12 +366,20 @@ class Store:
             )
             return status
 
-    def reopen_generation(self, gen_id: str, *, worker_pid: int | None = None, now: datetime | None = None) -> list[dict]:
-        """Put every asset that is not done back in the queue; return those assets."""
+    def reopen_generation(self, gen_id: str, *, worker_pid: int | None = None, skip_refused: bool = False,
+                          now: datetime | None = None) -> list[dict]:
+        """Put every asset that is not done back in the queue; return those assets.
+
+        With `skip_refused`, assets the provider refused stay failed: the same
+        prompt would be refused again, and repeated refusals can get an account
+        suspended (`aigen retry` without --include-refused).
+        """
         now_s = iso(now or utcnow())
+        skip = " AND (status != 'failed' OR refused IS NULL OR refused = 0)" if skip_refused else ""
         with self.transaction() as db:
             db.conn.execute(
-                "UPDATE assets SET status = 'queued', updated_at = ? WHERE generation_id = ? AND status != 'done'",
+                "UPDATE assets SET status = 'queued', updated_at = ? WHERE generation_id = ? AND status != 'done'"
+                + skip,
                 (now_s, gen_id),
             )
             db.conn.execute(

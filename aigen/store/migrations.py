@@ -222,6 +222,26 @@ def m0005_listing_indexes(db):
     gens.create_index(["created_at", "id"], if_not_exists=True)
 
 
+@migrations(name="0006_asset_notes")
+def m0006_asset_notes(db):
+    # A paid file of another size or length than asked is kept (issue 9, item
+    # 2): `note` says how it differs ("asked 1024x1024, got 512x512"). A
+    # refusal (moderation) is marked so that `aigen retry` does not submit the
+    # same prompt again unless asked (item 3): providers report refusals with
+    # their own codes (Runway SAFETY.*, Pictory's), so the code alone cannot
+    # tell. Assets refused before this migration carry the "refused by ..."
+    # message every Refused error has, or Runway's SAFETY.* code.
+    assets = db["assets"]
+    if "note" not in assets.columns_dict:
+        assets.add_column("note", str)
+    if "refused" not in assets.columns_dict:
+        assets.add_column("refused", int)
+    db.execute(
+        "UPDATE assets SET refused = 1 WHERE status = 'failed' AND "
+        "(error_code = 'refused' OR error_code LIKE 'SAFETY.%' OR error LIKE 'refused by %')"
+    )
+
+
 @migrations(name="0007_web_sessions")
 def m0007_web_sessions(db):
     # Gallery sessions kept on the server, so that logging out, rotating or

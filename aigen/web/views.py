@@ -47,6 +47,7 @@ def _asset_view(a: dict) -> dict:
         "attempts": a.get("attempts"),
         "error": a.get("error"),
         "error_code": a.get("error_code"),
+        "note": a.get("note"),  # a kept file not as asked: "asked 1024x1024, got 512x512"
         "progress": a.get("progress"),
         "name": name,
         "url": None,
@@ -143,7 +144,7 @@ def api_dict(g: dict, base_url: str = "") -> dict:
 
     def asset(a: dict) -> dict:
         d = {k: a[k] for k in ("id", "kind", "index", "status", "width", "height", "duration", "fps", "bytes",
-                               "sha256", "provider", "model", "seed", "attempts", "error", "error_code")}
+                               "sha256", "provider", "model", "seed", "attempts", "error", "error_code", "note")}
         for key in ("url", "download_url", "poster_url"):
             d[key] = f"{base_url}{a[key]}" if a[key] else None
         return d

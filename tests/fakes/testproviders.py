@@ -37,6 +37,7 @@ class FlakyProvider(Provider):
     description = "test provider"
     default_models = {"image": "flaky-1", "video": "flaky-1"}
     concurrency = 3
+    guarantees_size = True  # it writes exactly the asked size
 
     def generate(self, req: AssetRequest, dest: Path, reporter: Reporter) -> AssetOutput:
         _record(req)
@@ -51,9 +52,9 @@ class FlakyProvider(Provider):
             from aigen.media.video import render_video
 
             render_video(req.prompt, req.seed, req.index, req.width, req.height, req.duration or 1, req.fps, dest)
-            return AssetOutput(format="mp4", model="flaky-1", exact_size=True)
+            return AssetOutput(format="mp4", model="flaky-1")
         tiny_png(dest, req.width, req.height, req.seed)
-        return AssetOutput(format="png", model="flaky-1", exact_size=True)
+        return AssetOutput(format="png", model="flaky-1")
 
 
 class SlowProvider(Provider):
@@ -64,6 +65,7 @@ class SlowProvider(Provider):
     description = "test provider"
     default_models = {"image": "slow-1"}
     concurrency = 1
+    guarantees_size = True
 
     def generate(self, req: AssetRequest, dest: Path, reporter: Reporter) -> AssetOutput:
         _record(req)
@@ -73,7 +75,7 @@ class SlowProvider(Provider):
             fh.flush()
             time.sleep(float(os.environ.get("AIGEN_TEST_DELAY", "0.5")))
         tiny_png(dest, req.width, req.height, req.seed)
-        return AssetOutput(format="png", model="slow-1", exact_size=True)
+        return AssetOutput(format="png", model="slow-1")
 
 
 class GarbageProvider(Provider):
@@ -91,7 +93,32 @@ class GarbageProvider(Provider):
         return AssetOutput(format="png" if req.kind == "image" else "mp4")
 
 
+class OffsizeProvider(Provider):
+    """Like a cloud provider that makes its own size: valid files at half the asked size, videos 1 s longer.
+
+    It does not guarantee the size (the default), so the pipeline must keep them with a note.
+    """
+
+    name = "offsize"
+    kinds = frozenset({"image", "video"})
+    description = "test provider"
+    default_models = {"image": "offsize-1", "video": "offsize-1"}
+    concurrency = 2
+
+    def generate(self, req: AssetRequest, dest: Path, reporter: Reporter) -> AssetOutput:
+        _record(req)
+        w, h = req.width // 2 // 2 * 2, req.height // 2 // 2 * 2
+        if req.kind == "video":
+            from aigen.media.video import render_video
+
+            render_video(req.prompt, req.seed, req.index, w, h, (req.duration or 1) + 1, req.fps, dest)
+            return AssetOutput(format="mp4", model="offsize-1")
+        tiny_png(dest, w, h, req.seed)
+        return AssetOutput(format="png", model="offsize-1")
+
+
 PLUGINS = ",".join(
     f"{n}=fakes.testproviders:{c}" for n, c in
-    [("flaky", "FlakyProvider"), ("slow", "SlowProvider"), ("garbage", "GarbageProvider")]
+    [("flaky", "FlakyProvider"), ("slow", "SlowProvider"), ("garbage", "GarbageProvider"),
+     ("offsize", "OffsizeProvider")]
 )

@@ -23,7 +23,11 @@
       <td>{{a['kind']}} {{a['index']}}</td>
       <td>{{a['status']}}</td>
       <td>{{size(a['bytes'])}}</td>
-      <td>{{'%sx%s' % (a['width'], a['height']) if a['width'] else ''}}{{(', %.1f s' % a['duration']) if a['duration'] and a['kind'] == 'video' else ''}}</td>
+      <td>{{'%sx%s' % (a['width'], a['height']) if a['width'] else ''}}{{(', %.1f s' % a['duration']) if a['duration'] and a['kind'] == 'video' else ''}}
+        % if a.get('note'):
+        <br><small class="note">{{a['note']}}</small>
+        % end
+      </td>
       <td>{{a['seed'] if a['seed'] is not None else ''}}</td>
       <td>{{a['attempts'] or 0}}</td>
       <td>
