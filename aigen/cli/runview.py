@@ -129,7 +129,7 @@ def run_foreground(store, home: Home, gen_id: str, *, as_json: bool, quiet: bool
         except KeyboardInterrupt as e:
             raise stopped(gen_id, e) from None
         return _report(home, gen_id, result, todo, total, started, as_json=as_json, quiet=quiet,
-                       after_run=after_run)
+                       after_run=after_run, extra=extra)
     except Terminated as e:
         # After the run (the report, the notification): the assets are settled.
         raise stopped(gen_id, e) from None
@@ -138,7 +138,7 @@ def run_foreground(store, home: Home, gen_id: str, *, as_json: bool, quiet: bool
 
 
 def _report(home: Home, gen_id: str, result, todo: list[dict], total: int, started: float, *, as_json: bool,
-            quiet: bool, after_run) -> int:
+            quiet: bool, after_run, extra: dict | None = None) -> int:
     elapsed = time.monotonic() - started
     gen, assets = result.generation, result.assets
     if as_json:
