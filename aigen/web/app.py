@@ -192,7 +192,8 @@ class Gallery:
     def __init__(self, settings: WebSettings):
         self.settings = settings
         self.home = settings.home
-        self.home.ensure()
+        if not getattr(settings.store, "readonly", False):  # a read-only home is only viewed
+            self.home.ensure()
         self.store = settings.store or Store(self.home.db_path)
         self.codec = SessionCodec(links.secret_key(self.home), settings.clock)
         self.limiter = LoginLimiter(settings.login_limit, settings.login_window_s, settings.monotonic)
@@ -531,9 +532,10 @@ class Gallery:
 
     def open_session(self, user_id: str, via: str, *, code_at: str | None = None) -> Session:
         now = self.settings.clock()
-        self.store.ensure_user(user_id, now=now)
-        with self.store.transaction() as db:
-            db.conn.execute("UPDATE users SET last_login_at = ? WHERE user_id = ?", (iso(now), user_id))
+        if not self.store.readonly:  # a read-only home (viewing a backup) records no login
+            self.store.ensure_user(user_id, now=now)
+            with self.store.transaction() as db:
+                db.conn.execute("UPDATE users SET last_login_at = ? WHERE user_id = ?", (iso(now), user_id))
         # A new session id at login, so an id planted before it is worth nothing.
         s = self.codec.new(int(self.settings.session_ttl.total_seconds()), user_id=user_id, via=via,
                            login_at=int(now.timestamp()), code_at=code_at)
