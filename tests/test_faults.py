@@ -347,6 +347,8 @@ def test_read_only_home_reads_work_and_writes_say_read_only(cli, home, ro_mount,
         assert "is read-only" in r.output and "Traceback" not in r.output, (args, r.output)
     assert sha(h.db_path) == before
     assert sorted(p.name for p in h.path.iterdir()) == listing
+    r = cli("keys", "set", "openai")  # refused before the key is asked for
+    assert r.exit_code == 2 and "OPENAI_API_KEY" not in r.output, r.output
 
     # The real process too: no traceback, same answers.
     p = aigen_proc("status")

@@ -100,7 +100,7 @@ def check_database_file(path: Path) -> bool:
     """
     try:
         st = path.stat()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no database (a bad home is the home's check)
         return False
     except OSError as e:
         raise broken_database(path, f"it cannot be read ({e.strerror or e})") from None
