@@ -232,16 +232,17 @@ def test_an_unreadable_database_is_refused_untouched(cli, home, monkeypatch):
     make_generation(cli)
     db = resolve_home(None).db_path
     before = sha(db)
-    import builtins
+    import aigen.store.core as core
 
-    real_open = builtins.open
+    real_open = os.open
+    monkeypatch.setattr(core, "_HEADER_FDS", {})  # as in a new process
 
     def deny(file, *a, **kw):
         if str(file) == str(db):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
         return real_open(file, *a, **kw)
 
-    monkeypatch.setattr(builtins, "open", deny)
+    monkeypatch.setattr(core.os, "open", deny)
     r = cli("status")
     assert r.exit_code == 2 and "cannot be read" in r.output and str(db) in r.output, r.output
     monkeypatch.undo()
@@ -415,3 +416,58 @@ def test_read_only_store_api(tmp_path, home):
     with pytest.raises(BrokenDatabase):
         Store(tmp_path / "missing.db", readonly=True)
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_a_really_full_disk_on_a_small_tmpfs_then_retry_completes(cli, home, tmp_path, monkeypatch):
+    """The real thing, not a patch: a 16 MB tmpfs as the home, filled up mid-way."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    try:
+        monkeypatch.setenv("AIGEN_HOME", str(mnt))
+        r = cli("generate", "warm up", "--user", "ann", "--images", "1", "--videos", "0", "--image-size", "64x64")
+        assert r.exit_code == 0, r.output
+        filler = mnt / "filler"
+        with open(filler, "wb", buffering=0) as fh:  # take every free byte
+            try:
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+            try:
+                while True:
+                    fh.write(b"\0" * 512)
+                    fh.flush()
+            except OSError:
+                pass
+        r = cli("generate", "a quiet lake", "--user", "ann", "--images", "2", "--videos", "0",
+                "--image-size", "512x512", "--json")
+        assert r.exit_code == 1, r.output
+        err = json.loads(r.output)
+        assert err["error"] == "no_space" and str(mnt) in err["message"], err
+        filler.unlink()  # space is freed
+        import re
+
+        m = re.search(r"aigen retry ([0-9a-f]{12})", err.get("hint", ""))
+        if m:  # the run had started: complete it
+            r = cli("retry", m.group(1), "--json")
+            assert r.exit_code == 0, r.output
+            assert json.loads(r.output)["status"] == "Completed"
+        else:  # the database was full before the generation was written: nothing half-made, do it again
+            r = cli("status", "--json")
+            assert json.loads(r.output)["counts"]["Completed"] == 1
+            assert json.loads(r.output)["counts"]["Processing"] == 0
+            r = cli("generate", "a quiet lake", "--user", "ann", "--images", "2", "--videos", "0",
+                    "--image-size", "512x512", "--json")
+            assert r.exit_code == 0, r.output
+    finally:
+        import gc
+
+        gc.collect()
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], check=True)
+

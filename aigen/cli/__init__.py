@@ -45,8 +45,10 @@ class _Group(typer.core.TyperGroup):
 
 
 def _machine_fault(e: BaseException, ctx):
-    from aigen.errors import describe_os_error, describe_sqlite_error
+    from aigen.errors import AigenError, describe_os_error, describe_sqlite_error
 
+    if isinstance(e, AigenError):  # e.g. the database filled up in a command's main loop
+        return e
     err = describe_os_error(e)
     if err is None and type(e).__module__ == "sqlite3":
         db_path = "aigen.db"

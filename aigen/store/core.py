@@ -111,8 +111,7 @@ def check_database_file(path: Path) -> bool:
     if not _stat.S_ISREG(st.st_mode):
         raise broken_database(path, "it is not a regular file")
     try:
-        with open(path, "rb") as fh:
-            header = fh.read(100)
+        header = _read_header(path, st)
     except OSError as e:
         raise broken_database(path, f"it cannot be read ({e.strerror or e})") from None
     if st.st_size == 0:
@@ -138,6 +137,36 @@ def check_database_file(path: Path) -> bool:
     return True
 
 
+# Closing any descriptor of a file drops every POSIX lock this process holds on
+# it, SQLite's included (a Store already open in another thread would lose its
+# locks): so the header is read through a descriptor that is opened once per
+# file and never closed.
+_HEADER_FDS: dict[str, int] = {}
+_HEADER_FDS_GUARD = threading.Lock()
+
+
+def _read_header(path: Path, st: os.stat_result) -> bytes:
+    key = os.path.realpath(path)
+    with _HEADER_FDS_GUARD:
+        fd = _HEADER_FDS.get(key)
+        if fd is not None:
+            try:
+                same = os.fstat(fd).st_ino == st.st_ino
+            except OSError:
+                same = False
+            if not same:
+                fd = None  # the file was replaced: keep the old descriptor open, see above
+        if fd is None:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            _HEADER_FDS[key] = fd
+    return os.pread(fd, 100, 0) if hasattr(os, "pread") else _pread_fallback(fd)
+
+
+def _pread_fallback(fd: int) -> bytes:  # Windows
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 100)
+
+
 def _holds_generations(home: Path) -> bool:
     from aigen.config import CONTENT_DIR
 
@@ -149,6 +178,24 @@ def _holds_generations(home: Path) -> bool:
     except OSError:
         return False
     return False
+
+
+def _set_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. Two processes opening a fresh database together can get "database is
+    locked" at once (SQLite skips the busy handler there to avoid a deadlock): retry a while."""
+    import time
+
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.01
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 class Store:
@@ -235,7 +282,7 @@ class Store:
         try:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _set_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error:
