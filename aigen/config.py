@@ -46,8 +46,27 @@ class Home:
     def content_dir(self) -> Path:
         return self.path / CONTENT_DIR
 
+    def writable(self) -> bool:
+        """Whether files can be created in the home (False on a read-only mount, even for root)."""
+        try:
+            if os.statvfs(self.path).f_flag & os.ST_RDONLY:
+                return False
+        except (OSError, AttributeError):
+            pass
+        return os.access(self.path, os.W_OK | os.X_OK)
+
+    def read_only_mount(self) -> bool:
+        try:
+            return bool(os.statvfs(self.path).f_flag & os.ST_RDONLY)
+        except (OSError, AttributeError):
+            return False
+
     def ensure(self) -> None:
         """Create the home (mode 0700: prompts, emails and files are private) and its content folder."""
+        from aigen.errors import describe_os_error, read_only_home
+
+        if self.path.is_dir() and self.read_only_mount():
+            raise read_only_home(self.path)
         try:
             self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.content_dir.mkdir(exist_ok=True, mode=0o700)
@@ -55,9 +74,14 @@ class Home:
             raise BadInput(f"invalid home {str(self.path)!r} (from {self.source}): it exists and is not a directory",
                            hint="choose a directory with --home DIR or AIGEN_HOME") from None
         except OSError as e:
+            known = describe_os_error(e, self.path)
+            if known is not None:
+                raise known from None
             raise BadInput(f"cannot use home {str(self.path)!r} (from {self.source}): {e.strerror or e}",
                            hint="choose a directory you can write with --home DIR or AIGEN_HOME") from None
         if not os.access(self.path, os.W_OK | os.X_OK):
+            if self.read_only_mount():
+                raise read_only_home(self.path)
             raise BadInput(f"cannot use home {str(self.path)!r} (from {self.source}): it is not writable",
                            hint="choose a directory you can write with --home DIR or AIGEN_HOME")
 

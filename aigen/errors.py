@@ -104,3 +104,90 @@ class QuotaExceeded(ProviderError):
 
 class ProviderTimeout(ProviderError):
     code = "timeout"
+
+
+# -- faults of the machine: full disk, read-only home, broken database ---------
+
+class NoSpace(AigenError):
+    """A file or the database could not be written for lack of space (ENOSPC, EDQUOT).
+
+    Exit 1: the work failed, but nothing is lost; what was made is kept and
+    `aigen retry` completes the generation once space is freed.
+    """
+
+    code = "no_space"
+
+
+class ReadOnlyHome(BadInput):
+    """The home (a read-only mount, a backup copy) cannot be written, and this command must write."""
+
+    code = "read_only_home"
+
+
+class BrokenDatabase(BadInput):
+    """aigen.db is not a usable SQLite database. It is never modified."""
+
+    code = "database_broken"
+
+
+_SPACE_ERRNOS = {"ENOSPC", "EDQUOT"}
+
+
+def describe_os_error(e: BaseException, path=None, *, hint: str | None = None) -> AigenError | None:
+    """The user-facing error for an OSError met by the machine, or None when it is not one we name.
+
+    ENOSPC/EDQUOT -> NoSpace; EROFS -> ReadOnlyHome. ``path`` (else the
+    error's own filename) names where it happened.
+    """
+    import errno as _errno
+
+    if not isinstance(e, OSError):
+        return None
+    name = _errno.errorcode.get(e.errno or 0, "")
+    where = path if path is not None else (e.filename or "")
+    if name == "ENOSPC":
+        return NoSpace(f"no space left on the device holding {where}",
+                       hint=hint or "free some space on that device, then run the command again")
+    if name == "EDQUOT":
+        return NoSpace(f"disk quota exceeded on the device holding {where}",
+                       hint=hint or "free some space (or raise the quota), then run the command again")
+    if name == "EROFS":
+        return read_only_home(where)
+    return None
+
+
+def read_only_home(path) -> ReadOnlyHome:
+    return ReadOnlyHome(
+        f"the home {path} is read-only (a read-only mount or a backup copy?): this command must write to it",
+        hint="status, events, providers, keys list and serve still work there; to write, make it writable "
+             "or choose another home with --home DIR or AIGEN_HOME",
+    )
+
+
+def describe_sqlite_error(e: BaseException, db_path) -> AigenError | None:
+    """The user-facing error for an sqlite3 error on aigen.db, or None for one that is a bug."""
+    import sqlite3
+
+    if not isinstance(e, sqlite3.Error):
+        return None
+    text = str(e).lower()
+    if "database or disk is full" in text or "disk i/o error" in text and "full" in text:
+        return NoSpace(f"no space left on the device holding {db_path}",
+                       hint="free some space on that device, then run the command again "
+                            "(an interrupted generation completes with `aigen retry ID`)")
+    if "readonly database" in text or "read-only" in text:
+        from pathlib import Path
+
+        return read_only_home(Path(db_path).parent)
+    if ("not a database" in text or "malformed" in text or "unable to open database" in text
+            or "disk i/o error" in text or "corrupt" in text):
+        return broken_database(db_path, str(e))
+    return None
+
+
+def broken_database(db_path, why: str) -> BrokenDatabase:
+    return BrokenDatabase(
+        f"the database {db_path} cannot be used: {why}. It was not modified",
+        hint=f"move it aside (mv {db_path} {db_path}.broken) and restore it from a backup, "
+             "or check it with `aigen doctor`; aigen will not overwrite it",
+    )

@@ -100,10 +100,13 @@ def validate_value(var: str, value: str) -> str:
 def _write(home: Path, data: Mapping[str, str]) -> Path:
     """Replace the file atomically; the temporary file is 0600 from its creation."""
     home = Path(home)
-    home.mkdir(parents=True, exist_ok=True)
     path = keys_path(home)
     tmp = home / f".{KEYS_FILE}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        raise _write_error(e, path) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(dict(sorted(data.items())), fh, indent=2)
@@ -112,10 +115,24 @@ def _write(home: Path, data: Mapping[str, str]) -> Path:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o600)  # umask cannot widen it, but a restrictive ACL default could differ
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(e, path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _write_error(e: OSError, path: Path) -> Exception:
+    """A full disk or a read-only home, said in one line; the old keys file is untouched."""
+    from aigen.errors import describe_os_error
+
+    known = describe_os_error(e, path.parent)
+    if known is not None:
+        known.message += f"; {path} was not changed"
+        return known
+    return KeysFileError(f"cannot write the keys file {path}: {e.strerror or e}; it was not changed")
 
 
 def write_key(home: Path, var: str, value: str) -> Path:

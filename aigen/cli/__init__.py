@@ -23,7 +23,46 @@ from aigen.cli import status as _status
 from aigen.cli import user as _user
 from aigen.cli.state import State
 
+
+class _Group(typer.core.TyperGroup):
+    """The top-level group: a fault of the machine that escaped a command ends in one line, not a traceback.
+
+    A full disk, a read-only home or a broken database met where a command
+    did not expect it (an OSError, an sqlite3 error) is reported like every
+    other error: message, hint, exit 1 (no space) or 2 (read-only, broken).
+    """
+
+    def invoke(self, ctx):
+        words = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        try:
+            return super().invoke(ctx)
+        except Exception as e:
+            err = _machine_fault(e, ctx)
+            if err is None:
+                raise
+            from aigen.cli.output import fail
+
+            fail(err, as_json="--json" in words)
+
+
+def _machine_fault(e: BaseException, ctx):
+    from aigen.errors import AigenError, describe_os_error, describe_sqlite_error
+
+    if isinstance(e, AigenError):  # e.g. the database filled up in a command's main loop
+        return e
+    err = describe_os_error(e)
+    if err is None and type(e).__module__ == "sqlite3":
+        db_path = "aigen.db"
+        try:
+            db_path = ctx.obj.home.db_path
+        except Exception:
+            pass
+        err = describe_sqlite_error(e, db_path)
+    return err
+
+
 app = typer.Typer(
+    cls=_Group,
     name="aigen",
     help=(
         "Turn one text prompt into videos and images with AI providers, keep every request and file "

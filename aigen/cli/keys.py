@@ -63,6 +63,11 @@ def set_key(
         names = _vars_for(provider, var)
         if from_stdin and len(names) > 1:
             raise BadInput(f"{provider} has several variables ({', '.join(names)}): choose one with --var")
+        if state.home.path.is_dir() and state.home.read_only_mount():
+            # Said before the key is typed, not after.
+            from aigen.errors import read_only_home
+
+            raise read_only_home(state.home.path)
         values: dict[str, str] = {}
         if from_stdin:
             values[names[0]] = keystore.validate_value(names[0], sys.stdin.read())

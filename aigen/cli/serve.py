@@ -46,7 +46,10 @@ def serve(
         from aigen.web.links import public_base_url, record_served_url
 
         home = state.home
-        settings = WebSettings(home=home, host=host, port=server.port, store=state.store())
+        # An existing database is opened read-only when the home cannot be
+        # written (a read-only mount, a backup copy): the gallery still shows it.
+        store = state.store(create=False) or state.store()
+        settings = WebSettings(home=home, host=host, port=server.port, store=store)
         server.app = make_app(settings)
     except AigenError as e:
         server.shutdown()
@@ -56,7 +59,7 @@ def serve(
         raise
 
     url = server.url
-    if port != 0:
+    if port != 0 and not getattr(store, "readonly", False):
         # A port the system picked is gone once this server stops: links made
         # later (notifications) must not point there, so only an address
         # chosen with --port is remembered.

@@ -23,13 +23,22 @@ class State:
         """The store of this home; with create=False, None when there is no database yet.
 
         Read-only commands pass create=False so that asking about a fresh home
-        (or mistyping an id) writes nothing to disk.
+        (or mistyping an id) writes nothing to disk. In a home that cannot be
+        written (a read-only mount, a backup copy) they get the database opened
+        read-only; a write through it, or create=True, raises ReadOnlyHome.
+        A database that is not usable raises BrokenDatabase and is left as it is.
         """
         if self._store is None:
-            from aigen.store import Store
+            from aigen.store.core import Store, check_database_file
 
-            if not create and not self.home.db_path.exists():
-                return None
+            db_path = self.home.db_path
+            exists = check_database_file(db_path)  # BrokenDatabase before anything is written
+            if not create:
+                if not exists or db_path.stat().st_size == 0:
+                    return None
+                if not self.home.writable():
+                    self._store = Store(db_path, readonly=True)
+                    return self._store
             self.home.ensure()
-            self._store = Store(self.home.db_path)
+            self._store = Store(db_path)
         return self._store

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from aigen.config import Home
-from aigen.errors import AigenError, Busy, MediaCheckError, ProviderError, Refused
+from aigen.errors import AigenError, Busy, MediaCheckError, NoSpace, ProviderError, Refused, describe_os_error
 from aigen.pipeline.files import place, remove_stale_parts, sha256_file, temp_path_for
 from aigen.providers.base import AssetOutput, AssetRequest, Provider, get_provider
 from aigen.store import Store
@@ -214,6 +214,7 @@ class Runner:
         self.providers: dict[str, Provider] = dict(providers or {})
         self.stop = threading.Event()
         self._lock = threading.Lock()
+        self.no_space: NoSpace | None = None
         self.sources: SourceImages | None = None
         self._caps: dict[str, int] = {}
 
@@ -253,7 +254,16 @@ class Runner:
             self.sources = None
             if options.get("video_from_images") and gen.get("image_count"):
                 self.sources = SourceImages(self.home, self.store.assets(gen_id), int(gen["image_count"]))
-            self._run_assets(gen, todo, directory)
+            self.no_space = None
+            try:
+                self._run_assets(gen, todo, directory)
+            except NoSpace as e:
+                self.no_space = self.no_space or e
+            if self.no_space is not None:
+                raise NoSpace(
+                    f"{self.no_space.message}: generation {gen_id} stopped, what was made is kept",
+                    hint=f"free some space, then complete it with `aigen retry {gen_id}`",
+                )
             if not self.stop.is_set():
                 self.store.finalize_generation(gen_id)
             return RunResult(self.store.get_generation(gen_id), self.store.assets(gen_id))
@@ -275,7 +285,13 @@ class Runner:
                 # A timeout keeps the main thread responsive to Ctrl-C.
                 done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                 for f in done:
-                    f.result()  # _run_one never raises; this surfaces bugs loudly
+                    try:
+                        f.result()  # _run_one raises only when the database itself cannot be written
+                    except NoSpace:
+                        # Stop the others and wait for them, so no thread still writes when the lock goes.
+                        self.stop.set()
+                        wait(pending)
+                        raise
         except KeyboardInterrupt:
             self.stop.set()
             for f in futures:
@@ -320,14 +336,38 @@ class Runner:
             msg = f"the file received is not valid: {e.message}"
             self.store.fail_asset(asset["id"], msg, code=e.code)
             self._emit(asset, "failed", None, msg)
+        except NoSpace as e:
+            self._no_space(asset, e)
         except AigenError as e:
             self.store.fail_asset(asset["id"], e.message, code=e.code)
             self._emit(asset, "failed", None, e.message)
+        except OSError as e:
+            known = describe_os_error(e, directory)
+            if known is None:
+                self._internal(asset, e)
+            elif isinstance(known, NoSpace):
+                self._no_space(asset, known)
+            else:
+                self.store.fail_asset(asset["id"], known.message, code=known.code)
+                self._emit(asset, "failed", None, known.message)
         except Exception as e:  # a bug or an unexpected library error: record it, keep going
-            log.exception("asset %s failed unexpectedly", asset["id"])
-            msg = f"internal error: {type(e).__name__}: {e}"
-            self.store.fail_asset(asset["id"], msg, code="internal")
-            self._emit(asset, "failed", None, msg)
+            self._internal(asset, e)
+
+    def _internal(self, asset: dict, e: BaseException) -> None:
+        log.error("asset %s failed unexpectedly", asset["id"], exc_info=e)
+        msg = f"internal error: {type(e).__name__}: {e}"
+        self.store.fail_asset(asset["id"], msg, code="internal")
+        self._emit(asset, "failed", None, msg)
+
+    def _no_space(self, asset: dict, e: NoSpace) -> None:
+        """No space for a file: say so on the asset and start nothing more (each would fail the same
+        way, and a paid one would be paid for nothing); the run then ends with NoSpace, resumable."""
+        with self._lock:
+            if self.no_space is None:
+                self.no_space = e
+        self.stop.set()
+        self.store.fail_asset(asset["id"], e.message, code=e.code)
+        self._emit(asset, "failed", None, e.message)
 
     def _final_candidates(self, asset: dict, directory: Path) -> list[Path]:
         stem = f"{asset['kind']}_{asset['idx']}"

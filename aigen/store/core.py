@@ -22,7 +22,15 @@ from typing import Any, Iterator
 
 import sqlite_utils
 
-from aigen.errors import BadInput, NotFound
+from aigen.errors import (
+    BadInput,
+    NotFound,
+    ReadOnlyHome,
+    broken_database,
+    describe_os_error,
+    describe_sqlite_error,
+    read_only_home,
+)
 
 BUSY_TIMEOUT_S = 60.0
 FINAL_ASSET_STATES = ("done", "failed")
@@ -78,39 +86,218 @@ def _write_lock(path: Path) -> threading.Lock:
         return lock
 
 
-class Store:
-    """Thread-safe access to aigen.db; create it once per process and share it."""
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
-    def __init__(self, path: str | os.PathLike, *, migrate: bool = True):
+
+def check_database_file(path: Path) -> bool:
+    """Refuse a file that is not a usable database before SQLite touches it; True when it exists.
+
+    SQLite would happily turn a 0-byte file into a new, empty database and
+    some damage only shows on first use, so: a directory, a file that cannot
+    be read, one that is not SQLite, one cut short, or a 0-byte file beside
+    generation folders (an "emptied" database) raise BrokenDatabase, and the
+    file is never opened for writing.
+    """
+    try:
+        st = path.stat()
+    except (FileNotFoundError, NotADirectoryError):  # no database (a bad home is the home's check)
+        return False
+    except OSError as e:
+        raise broken_database(path, f"it cannot be read ({e.strerror or e})") from None
+    import stat as _stat
+
+    if _stat.S_ISDIR(st.st_mode):
+        raise broken_database(path, "it is a directory, not a database file")
+    if not _stat.S_ISREG(st.st_mode):
+        raise broken_database(path, "it is not a regular file")
+    try:
+        header = _read_header(path, st)
+    except OSError as e:
+        raise broken_database(path, f"it cannot be read ({e.strerror or e})") from None
+    if st.st_size == 0:
+        if _holds_generations(path.parent):
+            from aigen.config import CONTENT_DIR
+
+            raise broken_database(
+                path, f"it is empty (0 bytes) although {path.parent / CONTENT_DIR} holds generations: "
+                      "it looks emptied, and using it as a new database would lose them")
+        return True
+    if not header.startswith(SQLITE_MAGIC):
+        raise broken_database(path, "it is not an SQLite database")
+    if len(header) < 100:
+        raise broken_database(path, "it is cut short (truncated)")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    if page_size < 512 or page_size & (page_size - 1):
+        raise broken_database(path, "its header is damaged")
+    pages = int.from_bytes(header[28:32], "big")
+    valid_count = header[24:28] == header[92:96]
+    if st.st_size % page_size or (valid_count and pages and st.st_size < pages * page_size):
+        raise broken_database(path, "it is cut short (truncated)")
+    return True
+
+
+# Closing any descriptor of a file drops every POSIX lock this process holds on
+# it, SQLite's included (a Store already open in another thread would lose its
+# locks): so the header is read through a descriptor that is opened once per
+# file and never closed.
+_HEADER_FDS: dict[str, int] = {}
+_HEADER_FDS_GUARD = threading.Lock()
+
+
+def _read_header(path: Path, st: os.stat_result) -> bytes:
+    key = os.path.realpath(path)
+    with _HEADER_FDS_GUARD:
+        fd = _HEADER_FDS.get(key)
+        if fd is not None:
+            try:
+                same = os.fstat(fd).st_ino == st.st_ino
+            except OSError:
+                same = False
+            if not same:
+                fd = None  # the file was replaced: keep the old descriptor open, see above
+        if fd is None:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            _HEADER_FDS[key] = fd
+    return os.pread(fd, 100, 0) if hasattr(os, "pread") else _pread_fallback(fd)
+
+
+def _pread_fallback(fd: int) -> bytes:  # Windows
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 100)
+
+
+def _holds_generations(home: Path) -> bool:
+    from aigen.config import CONTENT_DIR
+
+    content = home / CONTENT_DIR
+    try:
+        for user_dir in content.iterdir():
+            if user_dir.is_dir() and any(p.is_dir() for p in user_dir.iterdir()):
+                return True
+    except OSError:
+        return False
+    return False
+
+
+def _set_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. Two processes opening a fresh database together can get "database is
+    locked" at once (SQLite skips the busy handler there to avoid a deadlock): retry a while."""
+    import time
+
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.01
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
+class Store:
+    """Thread-safe access to aigen.db; create it once per process and share it.
+
+    ``Store(path, readonly=True)`` opens an existing database without ever
+    writing it or its folder (a read-only mount, a backup copy, `aigen doctor`):
+    no migration, no WAL switch, and any write raises ReadOnlyHome. A file that
+    is not a usable database raises BrokenDatabase (exit 2) and is left as it is.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, migrate: bool = True, readonly: bool = False):
         self.path = Path(path)
+        self.readonly = readonly
         self._local = threading.local()
         self._write_lock = _write_lock(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists():
-            # Private from the start: it holds prompts, emails and session ids.
-            # SQLite gives its -wal and -shm files the same mode.
+        exists = check_database_file(self.path)
+        if readonly:
+            if not exists:
+                raise broken_database(self.path, "it does not exist")
+        else:
             try:
-                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            except FileExistsError:
-                pass
-        if migrate:
-            self.migrate()
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                if not exists:
+                    # Private from the start: it holds prompts, emails and session ids.
+                    # SQLite gives its -wal and -shm files the same mode.
+                    try:
+                        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                    except FileExistsError:
+                        pass
+            except OSError as e:
+                raise (describe_os_error(e, self.path.parent) or e) from None
+        try:
+            if readonly:
+                self._check_readable()
+            elif migrate:
+                self.migrate()
+            else:
+                self.db.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as e:
+            self.close()
+            raise self._translate(e) from None
+
+    def _translate(self, e: BaseException) -> BaseException:
+        return describe_sqlite_error(e, self.path) or e
+
+    def _check_readable(self) -> None:
+        from aigen.store.migrations import migrations
+
+        db = self.db
+        db.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        if migrations.pending(db):
+            raise ReadOnlyHome(
+                f"the database {self.path} was made by an older aigen and must be upgraded, "
+                "which needs write access to its folder",
+                hint="open it once from a writable copy (any aigen command upgrades it), then read it here",
+            )
 
     # -- connection handling -------------------------------------------------
+    def _connect_readonly(self) -> sqlite3.Connection:
+        from urllib.parse import quote
+
+        base = "file:" + quote(str(self.path.resolve())) + "?mode=ro"
+        conn = sqlite3.connect(base, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError as e:
+            conn.close()
+            if "unable to open" not in str(e) and "readonly" not in str(e):
+                raise
+        # A WAL database whose folder is read-only and has no -shm file cannot
+        # be opened even for reading; with immutable=1 SQLite reads the main
+        # file alone (a cleanly closed database has everything in it).
+        return sqlite3.connect(base + "&immutable=1", uri=True, isolation_level=None)
+
     def _connect(self) -> sqlite_utils.Database:
+        if self.readonly:
+            conn = self._connect_readonly()
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            return sqlite_utils.Database(conn, execute_plugins=False)
         conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            _set_wal(conn)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error:
+            conn.close()
+            raise
         return sqlite_utils.Database(conn, execute_plugins=False)
 
     @property
     def db(self) -> sqlite_utils.Database:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = self._connect()
+            try:
+                db = self._connect()
+            except sqlite3.Error as e:
+                raise self._translate(e) from None
             self._local.db = db
         return db
 
@@ -122,22 +309,39 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
-        """A write transaction that holds the write lock from its first statement."""
+        """A write transaction that holds the write lock from its first statement.
+
+        A full disk, a read-only file or a damaged database comes out as
+        NoSpace, ReadOnlyHome or BrokenDatabase (rolled back), not as sqlite3's error.
+        """
+        if self.readonly:
+            raise read_only_home(self.path.parent)
         db = self.db
         if db.conn.in_transaction:
             with db.atomic():
                 yield db
             return
         with self._write_lock:
-            db.conn.execute("BEGIN IMMEDIATE")
             try:
-                yield db
-            except BaseException:
+                db.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    if db.conn.in_transaction:
+                        try:
+                            db.conn.execute("ROLLBACK")
+                        except sqlite3.Error:
+                            pass
+                    raise
+                else:
+                    db.conn.execute("COMMIT")
+            except sqlite3.Error as e:
                 if db.conn.in_transaction:
-                    db.conn.execute("ROLLBACK")
-                raise
-            else:
-                db.conn.execute("COMMIT")
+                    try:
+                        db.conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                raise self._translate(e) from None
 
     def migrate(self) -> list[str]:
         from aigen.store.migrations import migrations
@@ -156,10 +360,16 @@ class Store:
         return [m.name for m in migrations.applied(self.db)]
 
     def query(self, sql: str, params: Any = ()) -> list[dict]:
-        return [dict(r) for r in self.db.conn.execute(sql, params).fetchall()]
+        try:
+            return [dict(r) for r in self.db.conn.execute(sql, params).fetchall()]
+        except sqlite3.Error as e:
+            raise self._translate(e) from None
 
     def query_one(self, sql: str, params: Any = ()) -> dict | None:
-        row = self.db.conn.execute(sql, params).fetchone()
+        try:
+            row = self.db.conn.execute(sql, params).fetchone()
+        except sqlite3.Error as e:
+            raise self._translate(e) from None
         return dict(row) if row is not None else None
 
     # -- users ---------------------------------------------------------------

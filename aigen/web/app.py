@@ -205,8 +205,21 @@ class Gallery:
     def __init__(self, settings: WebSettings):
         self.settings = settings
         self.home = settings.home
-        self.home.ensure()
+        if not getattr(settings.store, "readonly", False):  # a read-only home is only viewed
+            self.home.ensure()
         self.store = settings.store or Store(self.home.db_path)
+        self.readonly = bool(getattr(self.store, "readonly", False))
+        if self.readonly:
+            # A read-only home (a backup, a read-only mount) is only viewed: its
+            # sessions live in a private scratch database for the life of this
+            # process (logout still ends them at once), and no event is recorded.
+            import tempfile
+
+            self._scratch = tempfile.TemporaryDirectory(prefix="aigen-sessions-")
+            self.session_store = Store(Path(self._scratch.name) / "sessions.db")
+            log.warning("the home %s is read-only: logins and views are not recorded", self.home.path)
+        else:
+            self.session_store = self.store
         self.codec = SessionCodec(links.secret_key(self.home), settings.clock)
         self.limiter = LoginLimiter(settings.login_limit, settings.login_window_s, settings.monotonic)
         self.dedupe = ViewDedupe()
@@ -261,12 +274,12 @@ class Gallery:
         env = request.environ
         if "aigen.session_row" not in env:
             now = self.settings.clock()
-            row = sessions.lookup(self.store, s.key)
+            row = sessions.lookup(self.session_store, s.key)
             if not sessions.is_live(row, now) or row["user_id"] != s.user_id:
                 row = None
             else:
                 try:
-                    sessions.touch(self.store, row, now)
+                    sessions.touch(self.session_store, row, now)
                 except Exception:
                     # A read-only or busy database must not log everyone out.
                     log.warning("could not record the last use of a session", exc_info=True)
@@ -430,6 +443,8 @@ class Gallery:
     def event(self, kind: str, **fields) -> None:
         if request.method == "HEAD" and kind.endswith("_view"):
             return  # a HEAD shows nothing to anyone: not a view
+        if self.readonly:
+            return  # nothing can be written to a read-only home (said once, at start)
         s = self.session()
         fields.setdefault("session_id", s.key if s else None)
         try:
@@ -623,13 +638,14 @@ class Gallery:
         now = self.settings.clock()
         s = self.codec.new(int(self.settings.session_ttl.total_seconds()), user_id=user_id, via=via,
                            login_at=int(now.timestamp()), code_at=code_at)
-        with self.store.transaction() as db:
+        with self.session_store.transaction() as db:
             if link is not None and not sessions.spend_link(
                     db, link[0], user_id, session_key_=s.key,
                     link_expires=datetime.fromtimestamp(link[1], timezone.utc), now=now):
                 return None
-            self.store.ensure_user(user_id, now=now)
-            db.conn.execute("UPDATE users SET last_login_at = ? WHERE user_id = ?", (iso(now), user_id))
+            if not self.readonly:  # a read-only home (viewing a backup) records no login
+                self.store.ensure_user(user_id, now=now)
+                db.conn.execute("UPDATE users SET last_login_at = ? WHERE user_id = ?", (iso(now), user_id))
             sessions.insert(db, s.key, user_id, self.VIA_KIND[via], now=now,
                             expires=datetime.fromtimestamp(s.exp, timezone.utc), address=self.address(),
                             user_agent=self.user_agent())
@@ -644,7 +660,7 @@ class Gallery:
             raise self.http_error(403, "This form expired or did not come from this page. Reload and try again.")
         if s.user_id:
             # Ended on the server: the old cookie, replayed, opens nothing.
-            with self.store.transaction() as db:
+            with self.session_store.transaction() as db:
                 sessions.revoke(db, s.key, sessions.WHY_LOGOUT, self.settings.clock())
         self.event("logout", ok=True, user_id=s.user_id)
         self.set_session(self.codec.new(int(self.settings.session_ttl.total_seconds())))
@@ -689,7 +705,7 @@ class Gallery:
         target, gen_id = self._magic_target(data, user_id)
         if self.current_user() == user_id:
             raise self.redirect(target)  # already in, perhaps through this very link
-        if sessions.link_spent(self.store, token):
+        if sessions.link_spent(self.session_store, token):
             self.login_failed("spent_link", user_id, detail="magic link (page)", count=False)
             raise self.login_response(self.SPENT_MESSAGE, status=403)
         return self.page("magic", user=None, link_user=user_id, generation_id=gen_id, message=None)
