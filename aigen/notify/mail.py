@@ -26,7 +26,6 @@ from aigen.errors import BadInput
 
 log = logging.getLogger("aigen.notify")
 
-CONFIG_FILE = "config.toml"
 SECURITY_MODES = ("starttls", "ssl", "none")
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_RETRY_FOR_S = 3600.0
@@ -78,22 +77,11 @@ class SmtpSettings:
 
 
 def _read_config(home: Path | None) -> tuple[dict, str | None]:
-    if home is None:
+    from aigen.config import read_config_file
+
+    data, path = read_config_file(home)
+    if path is None:
         return {}, None
-    path = Path(home) / CONFIG_FILE
-    if not path.exists():
-        return {}, None
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ImportError:
-            raise BadInput(f"cannot read {path}: reading TOML needs Python 3.11+ or the tomli package") from None
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"cannot read {path}: {exc}") from None
     smtp = data.get("smtp") or {}
     if not isinstance(smtp, dict):
         raise BadInput(f"invalid {path}: [smtp] must be a table")
