@@ -220,7 +220,8 @@ class Gallery:
             log.warning("the home %s is read-only: logins and views are not recorded", self.home.path)
         else:
             self.session_store = self.store
-        self.codec = SessionCodec(links.secret_key(self.home), settings.clock)
+        self.secret = self._secret()
+        self.codec = SessionCodec(self.secret, settings.clock)
         self.limiter = LoginLimiter(settings.login_limit, settings.login_window_s, settings.monotonic)
         self.dedupe = ViewDedupe()
         self.templates = Templates()
@@ -234,6 +235,24 @@ class Gallery:
             h = url_host(url)
             if h:
                 self.allowed_hosts.add(h)
+
+    def _secret(self) -> bytes:
+        """The home's signing secret; on a read-only home without one (a backup
+        that left `secret.key` out), a secret for the life of this process:
+        sessions then work as usual, and no magic link is valid."""
+        if not self.readonly:
+            return links.secret_key(self.home)
+        try:
+            data = (self.home.path / links.SECRET_FILE).read_bytes().strip()
+            if len(data) >= 32:
+                return data
+        except OSError:
+            pass
+        import secrets
+
+        log.warning("the read-only home %s has no %s: magic links cannot be checked, and sessions last "
+                    "only while this server runs", self.home.path, links.SECRET_FILE)
+        return secrets.token_hex(32).encode()
 
     # -- request facts -------------------------------------------------------
     @staticmethod
@@ -675,7 +694,7 @@ class Gallery:
 
     def _magic_check(self, token: str, *, count: bool) -> tuple[dict | None, str | None]:
         """(data, user_id) of a good link, else raise the refusal page."""
-        data, reason = links.check_magic_token(self.home, token, now=self.settings.clock())
+        data, reason = links.check_magic_token(self.home, token, now=self.settings.clock(), secret=self.secret)
         user_id = None
         if data is not None:
             try:
