@@ -11,7 +11,7 @@ import re
 import statistics
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from fakes.web import Clock, WsgiClient, events, open_home, seed_generation
@@ -132,10 +132,38 @@ def test_rotate_and_revoke_end_every_session_of_the_user_magic_link_ones_include
     assert {r["revoked_why"] for r in session_rows(env.store, "alice")} == {"code rotated"}
 
     by_link2 = remote(env)
+    env.clock.now = datetime.now(timezone.utc) + timedelta(seconds=1)  # a link made after the rotation
     assert spend(by_link2, link_path(env, "alice", gid)).status == 303
     r = cli("user", "code", "alice", "--revoke")
     assert r.exit_code == 0 and "1 gallery session ended" in r.output
     assert by_link2.get("/").status == 303 and bob.get("/").status == 200
+
+
+@pytest.mark.parametrize("command", [["user", "code", "alice", "--rotate"], ["user", "code", "alice", "--revoke"],
+                                     ["user", "sessions", "alice", "--revoke-all"]], ids=["rotate", "revoke", "revoke_all"])
+def test_a_magic_link_made_before_the_sessions_were_ended_is_cancelled_with_them(env, cli, command):
+    """A link still waiting in a mailbox when the user's access is taken back must not open a new session."""
+    gid = seed_generation(env.store, env.home, "alice")
+    access.set_code(env.store, "alice")
+    env.clock.now = datetime.now(timezone.utc) - timedelta(seconds=5)
+    old = link_path(env, "alice", gid)
+    bobs = link_path(env, "bob")
+    r = cli(*command)
+    assert r.exit_code == 0, r.output
+    env.clock.now = datetime.now(timezone.utc) + timedelta(seconds=1)
+
+    c = remote(env)
+    page = c.get(old)
+    assert page.status == 403 and "This link was cancelled" in page.text
+    r = c.post(old, {"csrf_token": token_of(page.text)})
+    assert r.status == 403 and "This link was cancelled" in r.text
+    assert c.get("/").status == 303
+    assert session_rows(env.store, "alice") == [] or all(x["revoked_at"] for x in session_rows(env.store, "alice"))
+    assert [e["reason"] for e in events(env.store, kind="login_failed")] == ["revoked_link", "revoked_link"]
+    # Another user's link, and a link made afterwards, still work.
+    assert spend(remote(env), bobs).status == 303
+    fresh = remote(env)
+    assert spend(fresh, link_path(env, "alice", gid)).status == 303 and fresh.get(f"/g/{gid}").status == 200
 
 
 def test_user_sessions_lists_and_revokes_all(env, cli):

@@ -701,6 +701,11 @@ class Gallery:
                 user_id = validate_user_id(data["user_id"])
             except BadInput:
                 reason = "bad_link"
+        if user_id is not None and sessions.link_cancelled(self.store.get_user(user_id), data["issued_at"]):
+            # Made before the user's sessions were all ended (code rotated or
+            # revoked, `aigen user sessions --revoke-all`): cancelled with them.
+            self.login_failed("revoked_link", user_id, detail="magic link", count=count)
+            raise self.login_response(self.CANCELLED_MESSAGE, status=403)
         if user_id is None:
             self.login_failed(reason if reason != "ok" else "bad_link", None, detail="magic link", count=count)
             message = (
@@ -711,6 +716,8 @@ class Gallery:
             raise self.login_response(message, status=403)
         return data, user_id
 
+    CANCELLED_MESSAGE = ("This link was cancelled: it was made before your gallery sessions were ended "
+                         "(your access code was changed or your sessions revoked). Log in below, or ask for a new link.")
     SPENT_MESSAGE = ("This link was already used to log in, and a link works only once. "
                      "Log in below, or ask for a new link.")
 
