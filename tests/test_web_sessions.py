@@ -237,6 +237,34 @@ def test_fetching_a_magic_link_does_not_spend_it_and_a_post_spends_it_once(env):
     assert len(events(env.store, kind="magic_link_login")) == 1
 
 
+def test_a_link_spent_on_the_home_stays_spent_on_a_read_only_copy_of_it(env, tmp_path):
+    """The gallery of a read-only copy keeps its own sessions and spent links in a scratch store; a link spent
+    on the home it was copied from must not open a session there, while an unspent one still works."""
+    import shutil
+    import sqlite3
+
+    from aigen.config import resolve_home
+    from aigen.store import Store
+
+    gid = seed_generation(env.store, env.home, "alice")
+    spent, unspent = link_path(env, "alice", gid), link_path(env, "alice", gid)
+    assert spend(remote(env), spent).status == 303
+    copy = tmp_path / "backup"
+    copy.mkdir()
+    shutil.copy2(env.home.path / "secret.key", copy / "secret.key")
+    with sqlite3.connect(env.home.db_path) as src, sqlite3.connect(copy / "aigen.db") as dst:
+        src.backup(dst)
+    ro = Store(copy / "aigen.db", readonly=True)
+    app = make_app(WebSettings(home=resolve_home(copy), store=ro, host="0.0.0.0", clock=env.clock,
+                               monotonic=env.clock.monotonic))
+    c = remote(env, app)
+    page = c.get(spent)
+    assert page.status == 403 and "already used" in page.text
+    r = c.post(spent, {"csrf_token": token_of(page.text)})
+    assert r.status == 403 and "already used" in r.text and c.get("/").status == 303
+    assert spend(c, unspent).status == 303 and c.get(f"/g/{gid}").status == 200
+
+
 def test_a_magic_link_post_without_a_csrf_token_is_refused_and_leaves_the_link_usable(env):
     path = link_path(env, "alice")
     c = env.client()

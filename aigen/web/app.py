@@ -657,6 +657,8 @@ class Gallery:
         now = self.settings.clock()
         s = self.codec.new(int(self.settings.session_ttl.total_seconds()), user_id=user_id, via=via,
                            login_at=int(now.timestamp()), code_at=code_at)
+        if link is not None and self.readonly and sessions.link_spent(self.store, link[0]):
+            return None  # spent on the writable home this read-only copy comes from
         with self.session_store.transaction() as db:
             if link is not None and not sessions.spend_link(
                     db, link[0], user_id, session_key_=s.key,
@@ -731,7 +733,7 @@ class Gallery:
         target, gen_id = self._magic_target(data, user_id)
         if self.current_user() == user_id:
             raise self.redirect(target)  # already in, perhaps through this very link
-        if sessions.link_spent(self.session_store, token):
+        if sessions.link_spent(self.session_store, token) or (self.readonly and sessions.link_spent(self.store, token)):
             self.login_failed("spent_link", user_id, detail="magic link (page)", count=False)
             raise self.login_response(self.SPENT_MESSAGE, status=403)
         return self.page("magic", user=None, link_user=user_id, generation_id=gen_id, message=None)
