@@ -92,6 +92,23 @@ def test_logout_ends_the_session_on_the_server_and_a_replayed_cookie_is_refused(
     assert thief.get("/api/generations").status == 401
 
 
+def test_a_new_login_in_the_same_browser_ends_the_session_it_replaces(env):
+    gid = seed_generation(env.store, env.home, "alice")
+    c = env.client()
+    c.login("bob")
+    bobs = dict(c.cookies)
+    assert spend(c, link_path(env, "alice", gid)).status == 303  # alice's link opened in bob's browser
+    c.login("alice")  # and a login over it
+    rows = session_rows(env.store)
+    assert len(rows) == 3
+    assert [r["user_id"] for r in rows if not r["revoked_at"]] == ["alice"]
+    assert sorted((r["user_id"], r["revoked_why"]) for r in rows if r["revoked_at"]) == [
+        ("alice", "replaced by a new login"), ("bob", "replaced by a new login")]
+    thief = env.client()
+    thief.cookies = bobs
+    assert thief.get("/").status == 303 and c.get(f"/g/{gid}").status == 200
+
+
 def test_a_revoked_row_ends_the_session_at_once_and_last_seen_moves_at_most_once_a_minute(env):
     gid = seed_generation(env.store, env.home, "alice")
     c = env.client()

@@ -655,6 +655,9 @@ class Gallery:
         nothing), a row in `sessions`, the cookie. With `link` (token, expiry),
         spend the magic link in the same transaction; None if it was spent."""
         now = self.settings.clock()
+        # The session this browser had (another user's, or an older one) ends
+        # here: its cookie is replaced, and it must not live on unseen.
+        before = self.session()
         s = self.codec.new(int(self.settings.session_ttl.total_seconds()), user_id=user_id, via=via,
                            login_at=int(now.timestamp()), code_at=code_at)
         if link is not None and self.readonly and sessions.link_spent(self.store, link[0]):
@@ -667,6 +670,8 @@ class Gallery:
             if not self.readonly:  # a read-only home (viewing a backup) records no login
                 self.store.ensure_user(user_id, now=now)
                 db.conn.execute("UPDATE users SET last_login_at = ? WHERE user_id = ?", (iso(now), user_id))
+            if before is not None and before.user_id:
+                sessions.revoke(db, before.key, sessions.WHY_REPLACED, now)
             sessions.insert(db, s.key, user_id, self.VIA_KIND[via], now=now,
                             expires=datetime.fromtimestamp(s.exp, timezone.utc), address=self.address(),
                             user_agent=self.user_agent())

@@ -31,6 +31,7 @@ WHY_LOGOUT = "logout"
 WHY_ROTATED = "code rotated"
 WHY_CODE_REVOKED = "code revoked"
 WHY_ADMIN = "revoked by admin"
+WHY_REPLACED = "replaced by a new login"
 
 
 def session_key(sid: str) -> str:
