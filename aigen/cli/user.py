@@ -127,8 +127,9 @@ def sessions_cmd(
         print_json(out)
         return
     if revoke_all:
-        console.print(f"{ended} session{'s' if ended != 1 else ''} of {escape(user_id)} ended." if ended
-                      else f"{escape(user_id)} had no live gallery session; nothing changed.")
+        console.print((f"{ended} session{'s' if ended != 1 else ''} of {escape(user_id)} ended" if ended
+                       else f"{escape(user_id)} had no live gallery session")
+                      + "; magic links made until now no longer work.")
     if not rows:
         if not revoke_all:
             what = "gallery sessions" if show_all else "live gallery sessions"
