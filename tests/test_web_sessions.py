@@ -177,7 +177,7 @@ def test_a_magic_link_made_before_the_sessions_were_ended_is_cancelled_with_them
     r = c.post(old, {"csrf_token": token_of(page.text)})
     assert r.status == 403 and "This link was cancelled" in r.text
     assert c.get("/").status == 303
-    assert session_rows(env.store, "alice") == [] or all(x["revoked_at"] for x in session_rows(env.store, "alice"))
+    assert session_rows(env.store, "alice") == []  # no session was opened by the cancelled link
     assert [e["reason"] for e in events(env.store, kind="login_failed")] == ["revoked_link", "revoked_link"]
     # Another user's link, and a link made afterwards, still work.
     assert spend(remote(env), bobs).status == 303
