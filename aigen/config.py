@@ -249,9 +249,18 @@ def concurrency_cap(provider: str, default: int, *, env=None, home: Path | None 
     table = data.get("providers") or {}
     if not isinstance(table, dict):
         raise BadInput(f"invalid {path}: [providers] must be a table")
+    for name in table:
+        # A misspelt table is not silently a default: [providers.OpenAI] is not openai's.
+        if name != provider and name.lower().replace("-", "_") == provider.lower().replace("-", "_"):
+            raise BadInput(f"invalid {path}: [providers.{name}] should be [providers.{provider}]",
+                           hint="provider names are written as `aigen providers` lists them")
     entry = table.get(provider)
     if entry is not None and not isinstance(entry, dict):
         raise BadInput(f"invalid {path}: [providers.{provider}] must be a table")
+    unknown = sorted(set(entry or {}) - {"concurrency"})
+    if unknown:
+        raise BadInput(f"invalid {path}: unknown key {unknown[0]!r} in [providers.{provider}]: the only key is "
+                       "concurrency", hint=f"e.g. [providers.{provider}] concurrency = 2")
     if entry and "concurrency" in entry:
         return _parse_cap(entry["concurrency"], f"{path} [providers.{provider}]"), "config.toml"
     return max(1, int(default)), "default"

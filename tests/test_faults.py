@@ -397,6 +397,68 @@ def test_read_only_home_can_be_served_for_viewing(cli, home, ro_mount, tmp_path,
     assert sha(h.db_path) == before
 
 
+def test_read_only_home_without_secret_is_served_and_logout_ends_the_session(cli, home, ro_mount, tmp_path,
+                                                                           monkeypatch):
+    """A backup that left secret.key out (it is a secret) is still served for viewing: log in, log out, and
+    the old cookie opens nothing; a magic link of the original home is refused as not valid, not a 500."""
+    import http.client
+    import re
+    import urllib.parse
+
+    from aigen.web.links import magic_token
+
+    gid = make_generation(cli)
+    token = magic_token(resolve_home(None).path, "ann", gid)
+    dst = backup_copy(tmp_path, monkeypatch, with_wal=False)
+    (dst / "secret.key").unlink()
+    h = resolve_home(None)
+    before = sha(h.db_path)
+    ro_mount(h.path)
+    proc = subprocess.Popen([sys.executable, "-m", "aigen", "serve", "--port", "0", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        while not line.rstrip().endswith("}"):
+            chunk = proc.stdout.readline()
+            assert chunk, proc.stderr.read()
+            line += chunk
+        port = urllib.parse.urlsplit(json.loads(line)["url"]).port
+        cookie = {}
+
+        def req(method, path, form=None, jar=cookie):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            headers = {"Cookie": jar["c"]} if jar.get("c") else {}
+            body = None
+            if form is not None:
+                body = urllib.parse.urlencode(form)
+                headers["Content-Type"] = "application/x-www-form-urlencoded"
+            c.request(method, path, body=body, headers=headers)
+            r = c.getresponse()
+            text = r.read().decode()
+            if r.getheader("Set-Cookie"):
+                jar["c"] = r.getheader("Set-Cookie").split(";")[0]
+            c.close()
+            return r.status, text
+
+        def csrf(path):
+            return re.search(r'name="csrf_token" value="([^"]+)"', req("GET", path)[1]).group(1)
+
+        assert req("POST", "/login", {"user_id": "ann", "csrf_token": csrf("/login")})[0] == 303
+        status, page = req("GET", "/")
+        assert status == 200 and gid in page
+        logged_in = cookie["c"]
+        assert req("POST", "/logout", {"csrf_token": csrf("/")})[0] == 303
+        replay = {"c": logged_in}
+        assert req("GET", "/api/generations", jar=replay)[0] == 401
+        status, page = req("GET", f"/login/link/{token}", jar={})
+        assert status == 403 and "not valid" in page
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert sha(h.db_path) == before
+    assert not (h.path / "secret.key").exists()
+
+
 def test_read_only_store_api(tmp_path, home):
     """Store(path, readonly=True): the API `aigen doctor` and others use to look without writing."""
     from aigen.errors import BrokenDatabase, ReadOnlyHome

@@ -242,6 +242,20 @@ def test_a_bad_cap_in_config_toml_is_refused(toml, tmp_path):
         concurrency_cap("openai", 4, env={}, home=tmp_path)
 
 
+@pytest.mark.parametrize("toml, words", [
+    ("[providers.openai]\nconcurency = 8\n", "unknown key 'concurency' in [providers.openai]"),
+    ("[providers.OpenAI]\nconcurrency = 8\n", "[providers.OpenAI] should be [providers.openai]"),
+])
+def test_a_misspelt_cap_in_config_toml_is_refused_not_ignored(toml, words, tmp_path):
+    from aigen.config import concurrency_cap
+
+    (tmp_path / "config.toml").write_text(toml)
+    with pytest.raises(BadInput) as e:
+        concurrency_cap("openai", 4, env={}, home=tmp_path)
+    assert words in e.value.message
+    assert concurrency_cap("runway", 5, env={}, home=tmp_path) == (5, "default")  # another provider's is fine
+
+
 def test_providers_shows_the_cap_in_force_and_where_it_came_from(cli, home, monkeypatch):
     home.mkdir(parents=True, exist_ok=True)
     (home / "config.toml").write_text("[providers.runway]\nconcurrency = 1\n")

@@ -173,6 +173,10 @@ def test_cli_voice_option_picks_the_narrator_or_turns_it_off(cli, env, fake):
     r = cli("generate", "a red fox at dawn", "--user", "alice", "--images", "0", "--videos", "1",
             "--video-provider", "pictory", "--voice", "None", "--json")
     assert r.exit_code == 0, r.output
+    r = cli("generate", "a red fox at dawn", "--user", "alice", "--images", "0", "--videos", "1",
+            "--video-provider", "pictory", "--voice", "none", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "pictory videos are silent: no voice-over (--voice none)" in " ".join(r.output.split())
     first, second = (x.json()["voiceOver"] for x in fake.matching("POST", RENDER))
     assert first["aiVoices"][0]["speaker"] == "Joanna" and first["enabled"] is True
     assert second == {"enabled": False}

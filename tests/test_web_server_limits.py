@@ -338,3 +338,21 @@ def test_at_the_limit_a_response_nobody_reads_makes_room_too(home):
                 closed.append(i)
             s.close()
         assert len(closed) == 1, closed
+
+
+def test_the_body_limit_is_within_what_bottle_keeps_in_memory():
+    """Bottle copies a body larger than its MEMFILE_MAX to a temporary file: the limit must not pass it,
+    or a body the server accepts would be spooled to disk after all."""
+    import io
+
+    import bottle
+
+    from aigen.web.server import Limits
+
+    limit = Limits().max_body
+    assert limit <= bottle.BaseRequest.MEMFILE_MAX
+    body = b"user_id=alice&pad=" + b"a" * (limit - 18)
+    req = bottle.BaseRequest({"wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body)),
+                              "REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/x-www-form-urlencoded"})
+    assert req.forms.get("user_id") == "alice"
+    assert isinstance(req.body, io.BytesIO)  # not a NamedTemporaryFile

@@ -11,7 +11,7 @@ import re
 import statistics
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from fakes.web import Clock, WsgiClient, events, open_home, seed_generation
@@ -92,6 +92,23 @@ def test_logout_ends_the_session_on_the_server_and_a_replayed_cookie_is_refused(
     assert thief.get("/api/generations").status == 401
 
 
+def test_a_new_login_in_the_same_browser_ends_the_session_it_replaces(env):
+    gid = seed_generation(env.store, env.home, "alice")
+    c = env.client()
+    c.login("bob")
+    bobs = dict(c.cookies)
+    assert spend(c, link_path(env, "alice", gid)).status == 303  # alice's link opened in bob's browser
+    c.login("alice")  # and a login over it
+    rows = session_rows(env.store)
+    assert len(rows) == 3
+    assert [r["user_id"] for r in rows if not r["revoked_at"]] == ["alice"]
+    assert sorted((r["user_id"], r["revoked_why"]) for r in rows if r["revoked_at"]) == [
+        ("alice", "replaced by a new login"), ("bob", "replaced by a new login")]
+    thief = env.client()
+    thief.cookies = bobs
+    assert thief.get("/").status == 303 and c.get(f"/g/{gid}").status == 200
+
+
 def test_a_revoked_row_ends_the_session_at_once_and_last_seen_moves_at_most_once_a_minute(env):
     gid = seed_generation(env.store, env.home, "alice")
     c = env.client()
@@ -132,10 +149,40 @@ def test_rotate_and_revoke_end_every_session_of_the_user_magic_link_ones_include
     assert {r["revoked_why"] for r in session_rows(env.store, "alice")} == {"code rotated"}
 
     by_link2 = remote(env)
+    env.clock.now = datetime.now(timezone.utc) + timedelta(seconds=1)  # a link made after the rotation
     assert spend(by_link2, link_path(env, "alice", gid)).status == 303
     r = cli("user", "code", "alice", "--revoke")
     assert r.exit_code == 0 and "1 gallery session ended" in r.output
     assert by_link2.get("/").status == 303 and bob.get("/").status == 200
+
+
+@pytest.mark.parametrize("command", [["user", "code", "alice", "--rotate"], ["user", "code", "alice", "--revoke"],
+                                     ["user", "sessions", "alice", "--revoke-all"]], ids=["rotate", "revoke", "revoke_all"])
+def test_a_magic_link_made_before_the_sessions_were_ended_is_cancelled_with_them(env, cli, command):
+    """A link still waiting in a mailbox when the user's access is taken back must not open a new session."""
+    gid = seed_generation(env.store, env.home, "alice")
+    access.set_code(env.store, "alice")
+    env.clock.now = datetime.now(timezone.utc) - timedelta(seconds=5)
+    old = link_path(env, "alice", gid)
+    bobs = link_path(env, "bob")
+    r = cli(*command)
+    assert r.exit_code == 0, r.output
+    if command[-1] == "--revoke-all":  # no live session, but the links are cancelled all the same
+        assert "had no live gallery session; magic links made until now no longer work" in " ".join(r.output.split())
+    env.clock.now = datetime.now(timezone.utc) + timedelta(seconds=1)
+
+    c = remote(env)
+    page = c.get(old)
+    assert page.status == 403 and "This link was cancelled" in page.text
+    r = c.post(old, {"csrf_token": token_of(page.text)})
+    assert r.status == 403 and "This link was cancelled" in r.text
+    assert c.get("/").status == 303
+    assert session_rows(env.store, "alice") == []  # no session was opened by the cancelled link
+    assert [e["reason"] for e in events(env.store, kind="login_failed")] == ["revoked_link", "revoked_link"]
+    # Another user's link, and a link made afterwards, still work.
+    assert spend(remote(env), bobs).status == 303
+    fresh = remote(env)
+    assert spend(fresh, link_path(env, "alice", gid)).status == 303 and fresh.get(f"/g/{gid}").status == 200
 
 
 def test_user_sessions_lists_and_revokes_all(env, cli):
@@ -207,6 +254,34 @@ def test_fetching_a_magic_link_does_not_spend_it_and_a_post_spends_it_once(env):
     reasons = [e["reason"] for e in events(env.store, kind="login_failed")]
     assert reasons == ["spent_link", "spent_link"]
     assert len(events(env.store, kind="magic_link_login")) == 1
+
+
+def test_a_link_spent_on_the_home_stays_spent_on_a_read_only_copy_of_it(env, tmp_path):
+    """The gallery of a read-only copy keeps its own sessions and spent links in a scratch store; a link spent
+    on the home it was copied from must not open a session there, while an unspent one still works."""
+    import shutil
+    import sqlite3
+
+    from aigen.config import resolve_home
+    from aigen.store import Store
+
+    gid = seed_generation(env.store, env.home, "alice")
+    spent, unspent = link_path(env, "alice", gid), link_path(env, "alice", gid)
+    assert spend(remote(env), spent).status == 303
+    copy = tmp_path / "backup"
+    copy.mkdir()
+    shutil.copy2(env.home.path / "secret.key", copy / "secret.key")
+    with sqlite3.connect(env.home.db_path) as src, sqlite3.connect(copy / "aigen.db") as dst:
+        src.backup(dst)
+    ro = Store(copy / "aigen.db", readonly=True)
+    app = make_app(WebSettings(home=resolve_home(copy), store=ro, host="0.0.0.0", clock=env.clock,
+                               monotonic=env.clock.monotonic))
+    c = remote(env, app)
+    page = c.get(spent)
+    assert page.status == 403 and "already used" in page.text
+    r = c.post(spent, {"csrf_token": token_of(page.text)})
+    assert r.status == 403 and "already used" in r.text and c.get("/").status == 303
+    assert spend(c, unspent).status == 303 and c.get(f"/g/{gid}").status == 200
 
 
 def test_a_magic_link_post_without_a_csrf_token_is_refused_and_leaves_the_link_usable(env):

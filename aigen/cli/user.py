@@ -25,7 +25,7 @@ def code(
     rotate: bool = typer.Option(False, "--rotate", help="Replace the user's code: the old one stops working now "
                                 "and every gallery session of the user ends."),
     revoke: bool = typer.Option(False, "--revoke", help="Remove the user's code and end every gallery session of "
-                                "the user: off loopback they can then log in only through a magic link."),
+                                "the user: off loopback they can then log in only through a magic link made from now on."),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Make an access code for USER_ID and print it, once.
@@ -35,7 +35,8 @@ def code(
     asks for the code (with the user_id) when it is served on an address other
     than loopback (`aigen serve --host 0.0.0.0`); on 127.0.0.1 a user_id alone
     is enough. --rotate and --revoke also log the user out of the gallery
-    everywhere, magic-link sessions included.
+    everywhere, magic-link sessions included, and cancel every magic link
+    made until now.
     """
     from aigen import config
     from aigen.web import access
@@ -86,8 +87,8 @@ def code(
 def sessions_cmd(
     ctx: typer.Context,
     user_id: str = typer.Argument(..., help="Whose gallery sessions."),
-    revoke_all: bool = typer.Option(False, "--revoke-all", help="End every live session of the user now: their "
-                                    "next request needs a new login."),
+    revoke_all: bool = typer.Option(False, "--revoke-all", help="End every live session of the user now, and "
+                                    "cancel the magic links made until now: their next request needs a new login."),
     show_all: bool = typer.Option(False, "--all", help="Also list sessions that ended (logged out, revoked, "
                                   "expired) in the last 30 days."),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
@@ -126,8 +127,9 @@ def sessions_cmd(
         print_json(out)
         return
     if revoke_all:
-        console.print(f"{ended} session{'s' if ended != 1 else ''} of {escape(user_id)} ended." if ended
-                      else f"{escape(user_id)} had no live gallery session; nothing changed.")
+        console.print((f"{ended} session{'s' if ended != 1 else ''} of {escape(user_id)} ended" if ended
+                       else f"{escape(user_id)} had no live gallery session")
+                      + "; magic links made until now no longer work.")
     if not rows:
         if not revoke_all:
             what = "gallery sessions" if show_all else "live gallery sessions"

@@ -142,7 +142,7 @@ class PictoryVideos(Provider):
         ratio = aspect_ratio_for(width, height)
         voice = validate_voice((options or {}).get("voice"))
         if voice == NO_VOICE:
-            narration = "no voice-over (--voice none): the videos are silent"
+            narration = "silent: no voice-over (--voice none)"
         else:
             narration = (f"narrated by the voice {voice or DEFAULT_VOICE!r}"
                          + ("" if voice else " (the default; choose with --voice NAME, or --voice none)"))

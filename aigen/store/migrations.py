@@ -292,3 +292,14 @@ def m0008_notify_unconfirmed_sends(db):
     notes = db["notifications"]
     if "unconfirmed_sends" not in notes.columns_dict:
         notes.add_column("unconfirmed_sends", int, not_null_default=0)
+
+
+@migrations(name="0010_sessions_ended_at")
+def m0010_sessions_ended_at(db):
+    # When all of a user's gallery sessions were last ended (code rotated or
+    # revoked, `aigen user sessions --revoke-all`): a magic link made before
+    # then is refused too, so a link still waiting in a mailbox cannot open a
+    # new session after the user's access was taken back.
+    users = db["users"]
+    if "sessions_ended_at" not in users.columns_dict:
+        users.add_column("sessions_ended_at", str)

@@ -220,7 +220,8 @@ class Gallery:
             log.warning("the home %s is read-only: logins and views are not recorded", self.home.path)
         else:
             self.session_store = self.store
-        self.codec = SessionCodec(links.secret_key(self.home), settings.clock)
+        self.secret = self._secret()
+        self.codec = SessionCodec(self.secret, settings.clock)
         self.limiter = LoginLimiter(settings.login_limit, settings.login_window_s, settings.monotonic)
         self.dedupe = ViewDedupe()
         self.templates = Templates()
@@ -234,6 +235,24 @@ class Gallery:
             h = url_host(url)
             if h:
                 self.allowed_hosts.add(h)
+
+    def _secret(self) -> bytes:
+        """The home's signing secret; on a read-only home without one (a backup
+        that left `secret.key` out), a secret for the life of this process:
+        sessions then work as usual, and no magic link is valid."""
+        if not self.readonly:
+            return links.secret_key(self.home)
+        try:
+            data = (self.home.path / links.SECRET_FILE).read_bytes().strip()
+            if len(data) >= 32:
+                return data
+        except OSError:
+            pass
+        import secrets
+
+        log.warning("the read-only home %s has no %s: magic links cannot be checked, and sessions last "
+                    "only while this server runs", self.home.path, links.SECRET_FILE)
+        return secrets.token_hex(32).encode()
 
     # -- request facts -------------------------------------------------------
     @staticmethod
@@ -636,8 +655,13 @@ class Gallery:
         nothing), a row in `sessions`, the cookie. With `link` (token, expiry),
         spend the magic link in the same transaction; None if it was spent."""
         now = self.settings.clock()
+        # The session this browser had (another user's, or an older one) ends
+        # here: its cookie is replaced, and it must not live on unseen.
+        before = self.session()
         s = self.codec.new(int(self.settings.session_ttl.total_seconds()), user_id=user_id, via=via,
                            login_at=int(now.timestamp()), code_at=code_at)
+        if link is not None and self.readonly and sessions.link_spent(self.store, link[0]):
+            return None  # spent on the writable home this read-only copy comes from
         with self.session_store.transaction() as db:
             if link is not None and not sessions.spend_link(
                     db, link[0], user_id, session_key_=s.key,
@@ -646,6 +670,8 @@ class Gallery:
             if not self.readonly:  # a read-only home (viewing a backup) records no login
                 self.store.ensure_user(user_id, now=now)
                 db.conn.execute("UPDATE users SET last_login_at = ? WHERE user_id = ?", (iso(now), user_id))
+            if before is not None and before.user_id:
+                sessions.revoke(db, before.key, sessions.WHY_REPLACED, now)
             sessions.insert(db, s.key, user_id, self.VIA_KIND[via], now=now,
                             expires=datetime.fromtimestamp(s.exp, timezone.utc), address=self.address(),
                             user_agent=self.user_agent())
@@ -675,13 +701,18 @@ class Gallery:
 
     def _magic_check(self, token: str, *, count: bool) -> tuple[dict | None, str | None]:
         """(data, user_id) of a good link, else raise the refusal page."""
-        data, reason = links.check_magic_token(self.home, token, now=self.settings.clock())
+        data, reason = links.check_magic_token(self.home, token, now=self.settings.clock(), secret=self.secret)
         user_id = None
         if data is not None:
             try:
                 user_id = validate_user_id(data["user_id"])
             except BadInput:
                 reason = "bad_link"
+        if user_id is not None and sessions.link_cancelled(self.store.get_user(user_id), data["issued_at"]):
+            # Made before the user's sessions were all ended (code rotated or
+            # revoked, `aigen user sessions --revoke-all`): cancelled with them.
+            self.login_failed("revoked_link", user_id, detail="magic link", count=count)
+            raise self.login_response(self.CANCELLED_MESSAGE, status=403)
         if user_id is None:
             self.login_failed(reason if reason != "ok" else "bad_link", None, detail="magic link", count=count)
             message = (
@@ -692,6 +723,8 @@ class Gallery:
             raise self.login_response(message, status=403)
         return data, user_id
 
+    CANCELLED_MESSAGE = ("This link was cancelled: it was made before your gallery sessions were ended "
+                         "(your access code was changed or your sessions revoked). Log in below, or ask for a new link.")
     SPENT_MESSAGE = ("This link was already used to log in, and a link works only once. "
                      "Log in below, or ask for a new link.")
 
@@ -705,7 +738,7 @@ class Gallery:
         target, gen_id = self._magic_target(data, user_id)
         if self.current_user() == user_id:
             raise self.redirect(target)  # already in, perhaps through this very link
-        if sessions.link_spent(self.session_store, token):
+        if sessions.link_spent(self.session_store, token) or (self.readonly and sessions.link_spent(self.store, token)):
             self.login_failed("spent_link", user_id, detail="magic link (page)", count=False)
             raise self.login_response(self.SPENT_MESSAGE, status=403)
         return self.page("magic", user=None, link_user=user_id, generation_id=gen_id, message=None)

@@ -58,10 +58,10 @@ def public_base_url(default: str | None = None) -> str:
     return url.rstrip("/")
 
 
-def _serializer(home: Home | Path):
+def _serializer(home: Home | Path, secret: bytes | None = None):
     from itsdangerous import URLSafeTimedSerializer
 
-    return URLSafeTimedSerializer(secret_key(home), salt=LINK_SALT)
+    return URLSafeTimedSerializer(secret if secret is not None else secret_key(home), salt=LINK_SALT)
 
 
 def magic_token(home: Home | Path, user_id: str, generation_id: str | None, *,
@@ -69,8 +69,9 @@ def magic_token(home: Home | Path, user_id: str, generation_id: str | None, *,
     now = now or datetime.now(timezone.utc)
     # "n" makes every link distinct, so spending one (a link opens one
     # session, once) never spends another made in the same second.
+    # "t": when it was made (ms), so ending all the user's sessions cancels it too.
     payload = {"u": user_id, "g": generation_id, "exp": int((now + expires).timestamp()),
-               "n": secrets.token_urlsafe(6)}
+               "t": round(now.timestamp(), 3), "n": secrets.token_urlsafe(6)}
     return _serializer(home).dumps(payload)
 
 
@@ -90,19 +91,21 @@ def verify_magic_token(home: Home | Path, token: str, *, now: datetime | None = 
     return {"user_id": payload["u"], "generation_id": payload.get("g")}
 
 
-def check_magic_token(home: Home | Path, token: str, *, now: datetime | None = None) -> tuple[dict | None, str]:
+def check_magic_token(home: Home | Path, token: str, *, now: datetime | None = None,
+                      secret: bytes | None = None) -> tuple[dict | None, str]:
     """Like verify_magic_token, but also say why a token is refused.
 
-    Returns (data, "ok") (data also holding the link's expiry, "exp", in Unix
-    seconds) or (None, reason) with reason "bad_link" (not signed
+    Returns (data, "ok") (data also holding the link's expiry, "exp", and
+    when it was made, "issued_at", in Unix seconds) or (None, reason) with reason "bad_link" (not signed
     by this home's secret, or mangled) or "expired_link". The gallery logs the
     reason and tells the user which it is, since "ask for a new link" is the
-    answer only to the second.
+    answer only to the second. `secret` is the signing secret when the
+    caller already holds it (the gallery of a read-only home may have none).
     """
     from itsdangerous import BadData
 
     try:
-        payload = _serializer(home).loads(token)
+        payload = _serializer(home, secret).loads(token)
     except BadData:
         return None, "bad_link"
     if not isinstance(payload, dict) or not isinstance(payload.get("u"), str) or not isinstance(
@@ -112,7 +115,11 @@ def check_magic_token(home: Home | Path, token: str, *, now: datetime | None = N
     now = now or datetime.now(timezone.utc)
     if now.timestamp() > payload["exp"]:
         return None, "expired_link"
-    return {"user_id": payload["u"], "generation_id": payload.get("g"), "exp": payload["exp"]}, "ok"
+    issued = payload.get("t")
+    if not isinstance(issued, (int, float)) or isinstance(issued, bool):
+        issued = payload["exp"] - DEFAULT_LINK_TTL.total_seconds()  # a link made before "t" existed
+    return {"user_id": payload["u"], "generation_id": payload.get("g"), "exp": payload["exp"],
+            "issued_at": float(issued)}, "ok"
 
 
 SERVED_URL_FILE = "gallery.url"

@@ -31,6 +31,7 @@ WHY_LOGOUT = "logout"
 WHY_ROTATED = "code rotated"
 WHY_CODE_REVOKED = "code revoked"
 WHY_ADMIN = "revoked by admin"
+WHY_REPLACED = "replaced by a new login"
 
 
 def session_key(sid: str) -> str:
@@ -98,7 +99,18 @@ def revoke_user(db, user_id: str, why: str, now: datetime) -> int:
         "UPDATE sessions SET revoked_at = ?, revoked_why = ? WHERE user_id = ? AND revoked_at IS NULL",
         (iso(now), why, user_id),
     )
+    # And every magic link made until now: one still in a mailbox must not
+    # open a new session afterwards (see link_cancelled).
+    db.conn.execute("UPDATE users SET sessions_ended_at = ? WHERE user_id = ?", (iso(now), user_id))
     return live
+
+
+def link_cancelled(user: dict | None, issued_at: float) -> bool:
+    """Was a magic link made at `issued_at` (Unix seconds) cancelled by ending all the user's sessions since?"""
+    ended = (user or {}).get("sessions_ended_at")
+    if not ended:
+        return False
+    return issued_at <= datetime.fromisoformat(ended).timestamp()
 
 
 def spend_link(db, token: str, user_id: str, *, session_key_: str, link_expires: datetime, now: datetime) -> bool:
