@@ -153,9 +153,10 @@ def test_presigned_url(storage, tmp_path):
     # The same URL with one character of its signature changed is refused: signatures are checked.
     parts = urlsplit(url)
     q = parse_qsl(parts.query)
-    q = [(k, (("0" if v[-1] != "0" else "1") + v[1:] if k == "X-Amz-Signature" else v)) for k, v in q]
+    q = [(k, (("1" if v[0] == "0" else "0") + v[1:] if k == "X-Amz-Signature" else v)) for k, v in q]
     assert any(k == "X-Amz-Signature" for k, _ in q)
     tampered = urlunsplit(parts._replace(query=urlencode(q)))
+    assert tampered != url
     r = requests.get(tampered, timeout=5)
     assert r.status_code == 403, r.text
     assert b"Signature" in r.content or b"AccessDenied" in r.content
