@@ -50,3 +50,21 @@ def cli(home):
         return runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
 
     return invoke
+
+
+# -- cluster-mode services (started lazily: only a test that asks for one starts it) ------------------------------
+
+@pytest.fixture(scope="session")
+def postgres_server(request):
+    """A throwaway PostgreSQL for the whole session (see tests/fakes/cluster_services.py)."""
+    from fakes.cluster_services import start_or_skip, start_postgres
+
+    return start_or_skip(request, start_postgres, "PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def s3_server(request):
+    """A SeaweedFS S3 server that checks signatures, for the whole session."""
+    from fakes.cluster_services import start_or_skip, start_s3
+
+    return start_or_skip(request, start_s3, "the S3 server (weed mini)")
