@@ -35,8 +35,10 @@ def _wait_until_started(proc, h, *, gid=None, done_at_least=1):
             continue
         gid = gid or rows[0]["id"]
         assets = store.assets(gid)
+        # The run lock held by `proc` itself: rows left "running" by a killed run
+        # before it must not count (its SIGTERM handler is in place once it holds the lock).
         if (sum(a["status"] == "done" for a in assets) >= done_at_least
-                and any(a["status"] == "running" for a in assets)):
+                and any(a["status"] == "running" for a in assets) and is_running(h, gid)):
             return store, gid
     proc.kill()
     pytest.fail("the run never got going")

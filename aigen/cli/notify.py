@@ -269,7 +269,10 @@ def notify_daemon(
                 raise KeyboardInterrupt  # a second Ctrl-C: stop now, even mid-send
             interrupts.append(signum)
             log.info("stopping (%s): finishing the current send", signal.Signals(signum).name)
-            stop.set()
+            # Not stop.set() here: the handler runs in the main thread, which may be
+            # holding the event's own (non-reentrant) lock inside stop.wait(); setting
+            # it from another thread cannot deadlock.
+            threading.Thread(target=stop.set, name="aigen-stop", daemon=True).start()
 
         previous = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
