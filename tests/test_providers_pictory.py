@@ -388,3 +388,19 @@ def test_a_missing_key_stops_the_request_before_anything_is_written(cli, env, ho
     h = resolve_home(home)
     assert not h.db_path.exists() or Store(h.db_path).query("SELECT id FROM generations") == []
     assert fake.requests == []
+
+
+def test_the_download_limits_come_from_the_providers_own_environment(env, fake, tmp_path):
+    # The deadline is set for this provider only (not in os.environ): a trickling video must fail within it.
+    import time
+
+    from fakes.pictory_fake import sample_mp4
+
+    fake.script("GET", "/files/*", Reply(200, sample_mp4() + bytes(20_000), content_type="video/mp4",
+                                         trickle=(16, 0.25)))
+    t0 = time.monotonic()
+    with pytest.raises(ProviderTimeout, match="over its 1 s deadline"):
+        provider(env, AIGEN_DOWNLOAD_DEADLINE="1", AIGEN_DOWNLOAD_MIN_RATE="0",
+                 AIGEN_RETRY_ATTEMPTS="1").generate(req(), tmp_path / "v.mp4", RecordingReporter())
+    assert time.monotonic() - t0 < 1 + 4
+    assert not (tmp_path / "v.mp4").exists()

@@ -404,7 +404,7 @@ class PictoryVideos(Provider):
             try:
                 download(
                     url, dest, timeout=self._timeout(), max_bytes=MAX_VIDEO_BYTES, allowed_types=("video/mp4",),
-                    expect_kind="mp4", provider=self.name, session=self._http(), deadline=1800.0,
+                    expect_kind="mp4", provider=self.name, session=self._http(), deadline=1800.0, env=self.env,
                     policy=self._policy(), secrets=self._secrets(),
                     progress=lambda got, total: reporter.progress(0.9 + 0.1 * (got / total if total else 0.5)),
                 )

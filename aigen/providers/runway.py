@@ -454,6 +454,7 @@ class RunwayProvider(Provider):
                     expect_kind="mp4" if video else "image",
                     provider=self.name,
                     deadline=900.0,
+                    env=self.env,
                     policy=self._policy(),
                     secrets=self._secrets(),
                     progress=lambda got, total: reporter.progress(0.9 + 0.1 * (got / total if total else 0.5)),
