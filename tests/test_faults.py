@@ -471,3 +471,39 @@ def test_a_really_full_disk_on_a_small_tmpfs_then_retry_completes(cli, home, tmp
         if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(mnt)], check=True)
 
+
+
+@pytest.mark.parametrize("with_wal", [False, True], ids=["closed", "copied_open"])
+def test_doctor_checks_a_read_only_home_and_its_mends_say_read_only(cli, home, ro_mount, tmp_path, monkeypatch,
+                                                                    with_wal):
+    make_generation(cli)
+    backup_copy(tmp_path, monkeypatch, with_wal=with_wal)
+    h = resolve_home(None)
+    orphan = h.content_dir / "ann" / "0123456789ab"
+    orphan.mkdir(parents=True)
+    (orphan / "image_01.png").write_bytes(b"x")
+    before = sha(h.db_path)
+    listing = sorted(p.name for p in h.path.iterdir())
+    ro_mount(h.path)
+
+    r = cli("doctor")
+    assert r.exit_code == 1, r.output
+    assert "belongs to no generation" in " ".join(r.output.split()) and "Traceback" not in r.output
+    r = cli("doctor", "--deep", "--json")
+    assert r.exit_code == 1, r.output
+    data = json.loads(r.output)
+    assert [p["kind"] for p in data["problems"]] == ["orphan_folder"], data
+    assert data["database"]["quick_check"] == ["ok"]
+    # An orphan folder (copied in before the mount) is found; mending it there is refused as read-only.
+    for mend in ("--fix", "--remove-temp", "--clear-stale-locks", "--move-orphans", "--requeue-bad"):
+        r = cli("doctor", mend)
+        assert r.exit_code == 2, (mend, r.output)
+        assert "is read-only" in " ".join(r.output.split()) and "without a mend flag" in " ".join(r.output.split()), (mend, r.output)
+        assert "Traceback" not in r.output, (mend, r.output)
+    p = aigen_proc("doctor", "--deep")
+    assert p.returncode == 1 and "Traceback" not in p.stderr, (p.stdout, p.stderr)
+    p = aigen_proc("doctor", "--move-orphans")
+    assert p.returncode == 2 and "is read-only" in p.stderr and "Traceback" not in p.stderr, (p.stdout, p.stderr)
+    assert orphan.is_dir()
+    assert sha(h.db_path) == before
+    assert sorted(p.name for p in h.path.iterdir()) == listing

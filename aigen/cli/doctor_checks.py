@@ -353,7 +353,8 @@ def print_report(report: Report, remaining: list[Problem]) -> None:
     elif remaining:
         mended = len(report.problems) - len(remaining)
         head = f"{len(remaining)} problem(s) remain, {mended} mended." if mended else f"{len(remaining)} problem(s) found."
-        console.print(f"[red]{head}[/] Nothing is changed without a mend flag.", highlight=False)
+        tail = "" if mended or db.get("mend_errors") else " Nothing is changed without a mend flag."
+        console.print(f"[red]{head}[/]{tail}", highlight=False)
     else:
         console.print(f"[green]All {len(report.problems)} problem(s) mended.[/]", highlight=False)
 
