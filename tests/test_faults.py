@@ -507,3 +507,42 @@ def test_doctor_checks_a_read_only_home_and_its_mends_say_read_only(cli, home, r
     assert orphan.is_dir()
     assert sha(h.db_path) == before
     assert sorted(p.name for p in h.path.iterdir()) == listing
+
+
+def test_a_home_that_fills_up_on_its_first_run_is_completed_by_retry_once_space_is_freed(cli, home, tmp_path,
+                                                                                          monkeypatch):
+    """A full disk can leave aigen.db shorter than its header says while the write-ahead log holds the rest
+    (a checkpoint cut short): SQLite reads it whole, so it is not 'cut short', and `aigen retry` completes
+    the generation once the device has room again."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k,mode=0700", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    try:
+        monkeypatch.setenv("AIGEN_HOME", str(mnt / "h"))
+        # A real process: its database is closed (and checkpointed into the full device) when it exits.
+        p = aigen_proc("generate", "a fox in snow", "--user", "ann", "--image-provider", "local", "--images", "5",
+                       "--videos", "1", "--video-provider", "local", "--image-size", "1024x1024",
+                       "--notify-via", "none", "--json")
+        assert p.returncode == 1, (p.stdout, p.stderr)
+        err = json.loads(p.stdout)
+        assert err["error"] == "no_space", err
+        import re
+
+        gid = re.search(r"aigen retry ([0-9a-f]{12})", err["hint"]).group(1)
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)  # space is freed
+        p = aigen_proc("status", gid, "--json")
+        assert p.returncode == 0, (p.stdout, p.stderr)
+        p = aigen_proc("retry", gid, "--json")
+        assert p.returncode == 0, (p.stdout, p.stderr)
+        assert json.loads(p.stdout)["status"] == "Completed"
+        p = aigen_proc("doctor")
+        assert p.returncode == 0, (p.stdout, p.stderr)
+    finally:
+        import gc
+
+        gc.collect()
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], check=True)
