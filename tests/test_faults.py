@@ -37,6 +37,11 @@ def aigen_proc(*args, timeout=60, input=None):
 def make_generation(cli) -> str:
     r = cli("generate", "a quiet lake", "--user", "ann", *SMALL, "--json")
     assert r.exit_code == 0, r.output
+    import gc
+
+    # The in-process command's connections close (and checkpoint) now, not during a later step that
+    # compares the database's bytes.
+    gc.collect()
     return json.loads(r.output)["id"]
 
 
