@@ -635,3 +635,18 @@ def test_the_download_limits_come_from_the_providers_own_environment(env, fake, 
                  AIGEN_RETRY_ATTEMPTS="1").generate(video_req(), tmp_path / "v.mp4", RecordingReporter())
     assert time.monotonic() - t0 < 1 + 4
     assert not (tmp_path / "v.mp4").exists()
+
+
+def test_a_create_lost_after_sending_says_it_may_have_been_billed_like_every_provider(env, fake, sleeps, tmp_path):
+    from aigen.providers.http import BILLED_NOTE
+
+    fake.script("POST", "/v1/text_to_video", Reply(drop=True))
+    with pytest.raises(ProviderError) as e:
+        provider(env).generate(video_req(), tmp_path / "v.mp4", RecordingReporter())
+    assert BILLED_NOTE in e.value.message and not e.value.retryable
+    assert "check the Runway developer portal" in e.value.hint
+    assert fake.count("POST", "/v1/text_to_video") == 1 and sleeps == []
+    fake.script("POST", "/v1/text_to_video", Reply(200, {"id": "late"}, delay=5))
+    with pytest.raises(ProviderTimeout) as e:
+        provider(env, AIGEN_HTTP_TIMEOUT="1.0").generate(video_req(), tmp_path / "v.mp4", RecordingReporter())
+    assert BILLED_NOTE in e.value.message and "no answer within the timeout" in e.value.message
