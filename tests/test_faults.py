@@ -551,3 +551,20 @@ def test_a_home_that_fills_up_on_its_first_run_is_completed_by_retry_once_space_
         gc.collect()
         if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("err", [errno.EIO, errno.EACCES], ids=["EIO", "EACCES"])
+def test_another_error_of_the_machine_writing_a_file_is_named_not_internal(cli, home, monkeypatch, err):
+    import aigen.pipeline.run as run_mod
+
+    def place(tmp, final):
+        raise OSError(err, os.strerror(err), str(final))
+
+    monkeypatch.setattr(run_mod, "place", place)
+    r = cli("generate", "a quiet lake", "--user", "ann", *SMALL, "--json")
+    assert r.exit_code == 1, r.output
+    data = json.loads(r.output)
+    errors = [a.get("error") or "" for a in data["assets"]]
+    assert errors and all(f"cannot use {resolve_home(None).content_dir}" in e for e in errors), errors
+    assert all(os.strerror(err) in e for e in errors)
+    assert not any("internal error" in e for e in errors), errors
