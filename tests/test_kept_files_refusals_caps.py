@@ -346,3 +346,17 @@ def test_after_an_all_refused_run_every_suggestion_is_a_retry_that_would_submit(
     monkeypatch.delenv("AIGEN_TEST_FAIL")
     r = cli("retry", gid, "--include-refused")
     assert r.exit_code == 0, r.output
+
+
+def test_the_retry_command_printed_after_a_failed_run_names_the_home_given_with_home(cli, home, tmp_path,
+                                                                                     monkeypatch):
+    other = tmp_path / "other home"
+    monkeypatch.setenv("AIGEN_TEST_FAIL", "1")
+    r = cli("--home", str(other), "generate", "a fox", "--user", "ann", "--image-provider", "flaky", "--images",
+            "1", "--videos", "0", "--image-size", "64x64", "--notify-via", "none")
+    assert r.exit_code == 1
+    gid = json.loads(cli("--home", str(other), "status", "--json").output)["generations"][0]["id"]
+    assert f"Make the missing assets with: aigen --home '{other}' retry {gid}" in flat(r.output)
+    r = cli("--home", str(other), "generate", "a fox", "--user", "ann", "--image-provider", "flaky", "--images",
+            "1", "--videos", "0", "--image-size", "64x64", "--notify-via", "none", "-q")
+    assert f"aigen --home '{other}' retry " in r.output
