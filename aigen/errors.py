@@ -159,7 +159,7 @@ def describe_os_error(e: BaseException, path=None, *, hint: str | None = None) -
 def read_only_home(path) -> ReadOnlyHome:
     return ReadOnlyHome(
         f"the home {path} is read-only (a read-only mount or a backup copy?): this command must write to it",
-        hint="status, events, providers, keys list and serve still work there; to write, make it writable "
+        hint="status, events, providers, keys list, doctor and serve still work there; to write, make it writable "
              "or choose another home with --home DIR or AIGEN_HOME",
     )
 

@@ -191,9 +191,43 @@ def test_a_file_that_is_not_a_database(cli, home):
     code, out = doctor(cli)
     assert code == 1
     [p] = out["problems"]
-    assert p["kind"] == "database_unreadable" and "restore" in p["remedy"]
+    assert p["kind"] == "database_broken" and "restore" in p["remedy"]
+    assert "it is not an SQLite database" in p["message"] and ".recover" not in p["remedy"]
     r = cli("doctor")
     assert r.exit_code == 1 and "Traceback" not in r.output
+
+
+def test_a_directory_or_an_emptied_file_in_place_of_the_database_is_named_with_a_mend_that_fits(cli, home):
+    # The same diagnosis the other commands give (exit 2 there), not "disk I/O error" and a .recover that
+    # cannot read a directory or an empty file.
+    make(cli, home, n=1)
+    db = home / "aigen.db"
+    for f in ("aigen.db-wal", "aigen.db-shm"):
+        (home / f).unlink(missing_ok=True)
+    db.write_bytes(b"")
+    before = snapshot(home)
+    code, out = doctor(cli)
+    assert code == 1
+    [p] = out["problems"]
+    assert p["kind"] == "database_broken" and "looks emptied" in p["message"]
+    assert p["remedy"].startswith("move it aside (mv ") and ".recover" not in p["remedy"]
+    db.unlink()
+    db.mkdir()
+    before = snapshot(home)
+    code, out = doctor(cli)
+    assert code == 1
+    [p] = out["problems"]
+    assert p["kind"] == "database_broken" and "it is a directory, not a database file" in p["message"]
+    assert "disk I/O" not in json.dumps(out) and ".recover" not in p["remedy"]
+    assert snapshot(home) == before
+
+
+def test_a_0_byte_database_in_a_home_without_generations_is_a_new_healthy_one(cli, home):
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "aigen.db").write_bytes(b"")
+    assert cli("status").exit_code == 0
+    code, out = doctor(cli)
+    assert code == 0 and out["healthy"], out
 
 
 def test_no_home_is_bad_input(cli, home):

@@ -37,6 +37,11 @@ def aigen_proc(*args, timeout=60, input=None):
 def make_generation(cli) -> str:
     r = cli("generate", "a quiet lake", "--user", "ann", *SMALL, "--json")
     assert r.exit_code == 0, r.output
+    import gc
+
+    # The in-process command's connections close (and checkpoint) now, not during a later step that
+    # compares the database's bytes.
+    gc.collect()
     return json.loads(r.output)["id"]
 
 
@@ -533,3 +538,95 @@ def test_a_really_full_disk_on_a_small_tmpfs_then_retry_completes(cli, home, tmp
         if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(mnt)], check=True)
 
+
+
+@pytest.mark.parametrize("with_wal", [False, True], ids=["closed", "copied_open"])
+def test_doctor_checks_a_read_only_home_and_its_mends_say_read_only(cli, home, ro_mount, tmp_path, monkeypatch,
+                                                                    with_wal):
+    make_generation(cli)
+    backup_copy(tmp_path, monkeypatch, with_wal=with_wal)
+    h = resolve_home(None)
+    orphan = h.content_dir / "ann" / "0123456789ab"
+    orphan.mkdir(parents=True)
+    (orphan / "image_01.png").write_bytes(b"x")
+    before = sha(h.db_path)
+    listing = sorted(p.name for p in h.path.iterdir())
+    ro_mount(h.path)
+
+    r = cli("doctor")
+    assert r.exit_code == 1, r.output
+    assert "belongs to no generation" in " ".join(r.output.split()) and "Traceback" not in r.output
+    r = cli("doctor", "--deep", "--json")
+    assert r.exit_code == 1, r.output
+    data = json.loads(r.output)
+    assert [p["kind"] for p in data["problems"]] == ["orphan_folder"], data
+    assert data["database"]["quick_check"] == ["ok"]
+    # An orphan folder (copied in before the mount) is found; mending it there is refused as read-only.
+    for mend in ("--fix", "--remove-temp", "--clear-stale-locks", "--move-orphans", "--requeue-bad"):
+        r = cli("doctor", mend)
+        assert r.exit_code == 2, (mend, r.output)
+        assert "is read-only" in " ".join(r.output.split()) and "without a mend flag" in " ".join(r.output.split()), (mend, r.output)
+        assert "Traceback" not in r.output, (mend, r.output)
+    p = aigen_proc("doctor", "--deep")
+    assert p.returncode == 1 and "Traceback" not in p.stderr, (p.stdout, p.stderr)
+    p = aigen_proc("doctor", "--move-orphans")
+    assert p.returncode == 2 and "is read-only" in p.stderr and "Traceback" not in p.stderr, (p.stdout, p.stderr)
+    assert orphan.is_dir()
+    assert sha(h.db_path) == before
+    assert sorted(p.name for p in h.path.iterdir()) == listing
+
+
+def test_a_home_that_fills_up_on_its_first_run_is_completed_by_retry_once_space_is_freed(cli, home, tmp_path,
+                                                                                          monkeypatch):
+    """A full disk can leave aigen.db shorter than its header says while the write-ahead log holds the rest
+    (a checkpoint cut short): SQLite reads it whole, so it is not 'cut short', and `aigen retry` completes
+    the generation once the device has room again."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k,mode=0700", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    try:
+        monkeypatch.setenv("AIGEN_HOME", str(mnt / "h"))
+        # A real process: its database is closed (and checkpointed into the full device) when it exits.
+        p = aigen_proc("generate", "a fox in snow", "--user", "ann", "--image-provider", "local", "--images", "5",
+                       "--videos", "1", "--video-provider", "local", "--image-size", "1024x1024",
+                       "--notify-via", "none", "--json")
+        assert p.returncode == 1, (p.stdout, p.stderr)
+        err = json.loads(p.stdout)
+        assert err["error"] == "no_space", err
+        import re
+
+        gid = re.search(r"aigen retry ([0-9a-f]{12})", err["hint"]).group(1)
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)  # space is freed
+        p = aigen_proc("status", gid, "--json")
+        assert p.returncode == 0, (p.stdout, p.stderr)
+        p = aigen_proc("retry", gid, "--json")
+        assert p.returncode == 0, (p.stdout, p.stderr)
+        assert json.loads(p.stdout)["status"] == "Completed"
+        p = aigen_proc("doctor")
+        assert p.returncode == 0, (p.stdout, p.stderr)
+    finally:
+        import gc
+
+        gc.collect()
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("err", [errno.EIO, errno.EACCES], ids=["EIO", "EACCES"])
+def test_another_error_of_the_machine_writing_a_file_is_named_not_internal(cli, home, monkeypatch, err):
+    import aigen.pipeline.run as run_mod
+
+    def place(tmp, final):
+        raise OSError(err, os.strerror(err), str(final))
+
+    monkeypatch.setattr(run_mod, "place", place)
+    r = cli("generate", "a quiet lake", "--user", "ann", *SMALL, "--json")
+    assert r.exit_code == 1, r.output
+    data = json.loads(r.output)
+    errors = [a.get("error") or "" for a in data["assets"]]
+    assert errors and all(f"cannot use {resolve_home(None).content_dir}" in e for e in errors), errors
+    assert all(os.strerror(err) in e for e in errors)
+    assert not any("internal error" in e for e in errors), errors

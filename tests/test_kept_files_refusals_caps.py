@@ -311,3 +311,66 @@ def test_migration_marks_assets_refused_before_it_existed(home):
 
     again = Store(h.db_path)
     assert [a["refused"] for a in again.assets(gid)] == [1, 1, None]
+
+
+def test_after_an_all_refused_run_every_suggestion_is_a_retry_that_would_submit(cli, home, monkeypatch):
+    # `aigen retry ID` refuses when everything left was refused: the notification, the gallery and
+    # generate's last lines must not suggest it, but say it was refused and name --include-refused.
+    from datetime import datetime, timezone
+
+    from aigen.config import resolve_home
+    from aigen.notify.message import compose
+    from aigen.store import Store
+    from aigen.web.views import shape
+
+    monkeypatch.setenv("AIGEN_TEST_REFUSE", "1")
+    r = cli("generate", "a red fox", "--user", "alice", "--image-provider", "flaky", "--images", "1",
+            "--videos", "0", "--image-size", "64x64")
+    assert r.exit_code == 1
+    gid = gen_id_of(cli)
+    out = flat(r.output)
+    assert "was refused by its provider" in out and f"aigen retry {gid} --include-refused" in out
+    assert f"Make the missing assets with: aigen retry {gid}" not in out
+    r = cli("generate", "another", "--user", "alice", "--image-provider", "flaky", "--images", "1",
+            "--videos", "0", "--image-size", "64x64", "-q")
+    assert "were refused" in r.output and "--include-refused" in r.output
+
+    h = resolve_home(home)
+    store = Store(h.db_path)
+    gen, assets = store.get_generation(gid), store.assets(gid)
+    now = datetime.now(timezone.utc)
+    notice = compose(h, gen, assets, link="http://x/l", link_valid="7 days", due_at=now, now=now)
+    for text in (notice.text(), notice.html()):
+        assert "refused by its provider" in text and f"retry {gid} --include-refused" in text
+    g = shape(gen, assets)
+    assert g["retry_command"] == f"aigen retry {gid} --include-refused" and g["all_refused"]
+
+    # A run with a failure that was not a refusal still gets the plain command.
+    monkeypatch.setenv("AIGEN_TEST_REFUSE", "")
+    monkeypatch.setenv("AIGEN_TEST_FAIL", "1")
+    r = cli("generate", "a third", "--user", "alice", "--image-provider", "flaky", "--images", "1",
+            "--videos", "0", "--image-size", "64x64")
+    gid3 = gen_id_of(cli)
+    assert f"Make the missing assets with: aigen retry {gid3}" in flat(r.output)
+    assert "--include-refused" not in r.output
+    assert shape(store.get_generation(gid3), store.assets(gid3))["retry_command"] == f"aigen retry {gid3}"
+
+    # The suggested command does what it says.
+    monkeypatch.delenv("AIGEN_TEST_REFUSE")
+    monkeypatch.delenv("AIGEN_TEST_FAIL")
+    r = cli("retry", gid, "--include-refused")
+    assert r.exit_code == 0, r.output
+
+
+def test_the_retry_command_printed_after_a_failed_run_names_the_home_given_with_home(cli, home, tmp_path,
+                                                                                     monkeypatch):
+    other = tmp_path / "other home"
+    monkeypatch.setenv("AIGEN_TEST_FAIL", "1")
+    r = cli("--home", str(other), "generate", "a fox", "--user", "ann", "--image-provider", "flaky", "--images",
+            "1", "--videos", "0", "--image-size", "64x64", "--notify-via", "none")
+    assert r.exit_code == 1
+    gid = json.loads(cli("--home", str(other), "status", "--json").output)["generations"][0]["id"]
+    assert f"Make the missing assets with: aigen --home '{other}' retry {gid}" in flat(r.output)
+    r = cli("--home", str(other), "generate", "a fox", "--user", "ann", "--image-provider", "flaky", "--images",
+            "1", "--videos", "0", "--image-size", "64x64", "--notify-via", "none", "-q")
+    assert f"aigen --home '{other}' retry " in r.output

@@ -392,3 +392,48 @@ def test_a_missing_key_stops_the_request_before_anything_is_written(cli, env, ho
     h = resolve_home(home)
     assert not h.db_path.exists() or Store(h.db_path).query("SELECT id FROM generations") == []
     assert fake.requests == []
+
+
+def test_the_download_limits_come_from_the_providers_own_environment(env, fake, tmp_path):
+    # The deadline is set for this provider only (not in os.environ): a trickling video must fail within it.
+    import time
+
+    from fakes.pictory_fake import sample_mp4
+
+    fake.script("GET", "/files/*", Reply(200, sample_mp4() + bytes(20_000), content_type="video/mp4",
+                                         trickle=(16, 0.25)))
+    t0 = time.monotonic()
+    with pytest.raises(ProviderTimeout, match="over its 1 s deadline"):
+        provider(env, AIGEN_DOWNLOAD_DEADLINE="1", AIGEN_DOWNLOAD_MIN_RATE="0",
+                 AIGEN_RETRY_ATTEMPTS="1").generate(req(), tmp_path / "v.mp4", RecordingReporter())
+    assert time.monotonic() - t0 < 1 + 4
+    assert not (tmp_path / "v.mp4").exists()
+
+
+def _trickled_json(obj) -> Reply:
+    # ~2 KiB at 64 bytes a second: half a minute, unless the deadline holds while bytes trickle.
+    return Reply(200, json.dumps(obj).encode() + b" " * 2000, content_type="application/json", trickle=(16, 0.25))
+
+
+def test_a_trickling_render_answer_fails_within_the_deadline_and_is_not_sent_twice(env, fake, sleeps, tmp_path):
+    import time
+
+    fake.script("POST", RENDER, _trickled_json({"success": True, "data": {"jobId": "late"}}))
+    t0 = time.monotonic()
+    with pytest.raises(ProviderTimeout) as e:
+        provider(env, AIGEN_DOWNLOAD_DEADLINE="1", AIGEN_DOWNLOAD_MIN_RATE="0").generate(
+            req(), tmp_path / "v.mp4", RecordingReporter())
+    assert time.monotonic() - t0 < 1 + 4
+    assert "over its 1 s deadline" in e.value.message and "may have made and billed it" in e.value.message
+    assert fake.count("POST", RENDER) == 1 and sleeps == []
+
+
+def test_a_trickling_poll_answer_is_cut_at_the_deadline_and_polled_again(env, fake, sleeps, tmp_path):
+    import time
+
+    fake.script("GET", "/v1/jobs/*", _trickled_json({"data": {"status": "in-progress"}}))
+    t0 = time.monotonic()
+    out = provider(env, AIGEN_DOWNLOAD_DEADLINE="1", AIGEN_DOWNLOAD_MIN_RATE="0").generate(
+        req(), tmp_path / "v.mp4", RecordingReporter())
+    assert out.format == "mp4" and time.monotonic() - t0 < 1 + 4
+    assert fake.count("POST", RENDER) == 1

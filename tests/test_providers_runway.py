@@ -619,3 +619,34 @@ def test_the_fake_refuses_what_runway_refuses():
     assert validate("text_to_image", {**t2i, "referenceImages": [{"uri": "https://a", "tag": "fox"}]}) is None
     for retired in ("gen3a_turbo", "veo3"):
         assert "Invalid enum value" in validate("image_to_video", {**good, "model": retired})
+
+
+def test_the_download_limits_come_from_the_providers_own_environment(env, fake, tmp_path):
+    # The deadline is set for this provider only (not in os.environ): a trickling output must fail within it.
+    import time
+
+    from fakes.runway_fake import sample_mp4
+
+    fake.script("GET", "/files/*", Reply(200, sample_mp4() + bytes(20_000), content_type="video/mp4",
+                                         trickle=(16, 0.25)))
+    t0 = time.monotonic()
+    with pytest.raises(ProviderTimeout, match="over its 1 s deadline"):
+        provider(env, AIGEN_DOWNLOAD_DEADLINE="1", AIGEN_DOWNLOAD_MIN_RATE="0",
+                 AIGEN_RETRY_ATTEMPTS="1").generate(video_req(), tmp_path / "v.mp4", RecordingReporter())
+    assert time.monotonic() - t0 < 1 + 4
+    assert not (tmp_path / "v.mp4").exists()
+
+
+def test_a_create_lost_after_sending_says_it_may_have_been_billed_like_every_provider(env, fake, sleeps, tmp_path):
+    from aigen.providers.http import BILLED_NOTE
+
+    fake.script("POST", "/v1/text_to_video", Reply(drop=True))
+    with pytest.raises(ProviderError) as e:
+        provider(env).generate(video_req(), tmp_path / "v.mp4", RecordingReporter())
+    assert BILLED_NOTE in e.value.message and not e.value.retryable
+    assert "check the Runway developer portal" in e.value.hint
+    assert fake.count("POST", "/v1/text_to_video") == 1 and sleeps == []
+    fake.script("POST", "/v1/text_to_video", Reply(200, {"id": "late"}, delay=5))
+    with pytest.raises(ProviderTimeout) as e:
+        provider(env, AIGEN_HTTP_TIMEOUT="1.0").generate(video_req(), tmp_path / "v.mp4", RecordingReporter())
+    assert BILLED_NOTE in e.value.message and "no answer within the timeout" in e.value.message

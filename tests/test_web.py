@@ -1147,3 +1147,16 @@ def test_the_open_file_is_closed_when_the_media_response_fails(env, monkeypatch)
     r = c.get(f"/media/{vid}")
     assert r.status == 500
     assert len(bodies) == 1 and hasattr(bodies[0], "closed") and bodies[0].closed
+
+
+def test_a_generation_whose_missing_assets_were_all_refused_suggests_include_refused(env):
+    # A plain `aigen retry ID` refuses to start then: the page says the assets were refused instead.
+    gid = seed_generation(env.store, env.home, "alice", "half refused", fail=(("image", 4),))
+    [a] = [a for a in env.store.assets(gid) if (a["kind"], a["idx"]) == ("image", 4)]
+    env.store.fail_asset(a["id"], "refused by openai: blocked", code="moderation_blocked", refused=True)
+    c = env.client()
+    c.login("alice")
+    r = c.get(f"/g/{gid}")
+    assert "refused every missing one" in r.text
+    assert f"aigen retry {gid} --include-refused" in r.text
+    assert "Make only the missing ones" not in r.text

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from aigen.cli.output import fail, print_json
-from aigen.errors import AigenError, BadInput
+from aigen.errors import AigenError, BadInput, read_only_home
 
 
 def doctor(
@@ -34,8 +34,9 @@ def doctor(
     folders no generation knows, stalled runs, stale locks and temporary files.
 
     Prints each problem with the command that mends it; changes nothing unless a mend
-    flag is given. Exit codes: 0 healthy (or every problem mended), 1 problems remain,
-    2 bad input (no such home).
+    flag is given. Works on a read-only home (a mend flag there is refused). Exit codes:
+    0 healthy (or every problem mended), 1 problems remain, 2 bad input (no such home,
+    a mend flag on a read-only home).
     """
     import re
 
@@ -47,6 +48,13 @@ def doctor(
         if not home.path.is_dir():
             raise BadInput(f"no aigen home at {home.path} (from {home.source}): nothing to check",
                            hint="choose the home with --home DIR or AIGEN_HOME")
+        mending = fix or remove_temp or clear_stale_locks or move_orphans or requeue_bad
+        if mending and home.read_only_mount():
+            # Checking works there (the database is opened read-only); a mend would fail half-way.
+            err = read_only_home(home.path)
+            err.hint = ("`aigen doctor` without a mend flag checks it as it is; to mend, make it writable or "
+                        "mend a writable copy (--home DIR)")
+            raise err
         try:
             report = check_home(home, deep=deep)
         except OSError as e:

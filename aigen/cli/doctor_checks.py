@@ -107,6 +107,23 @@ def _lock_held(path: Path) -> bool:
         return True
 
 
+class _EmptyDatabase(Exception):
+    """Internal: aigen.db has no tables yet (nothing to check in it)."""
+
+
+def _broken_database_file(db_path: Path) -> str | None:
+    """Why aigen.db cannot be used at all (as every command refuses it), or None."""
+    from aigen.errors import BrokenDatabase
+    from aigen.store.core import check_database_file
+
+    try:
+        check_database_file(db_path)
+    except BrokenDatabase as e:
+        m = re.search(r"cannot be used: (.*?)\. It was not modified", e.message, re.S)
+        return m.group(1) if m else e.message
+    return None
+
+
 def check_home(home, *, deep: bool) -> Report:
     from aigen.pipeline.files import PART_SUFFIX, sha256_file
 
@@ -117,7 +134,23 @@ def check_home(home, *, deep: bool) -> Report:
     generations: dict[str, dict] | None = None
     assets: list[dict] = []
     report.database = {"path": str(db_path), "exists": db_path.exists()}
-    if db_path.exists():
+    broken = _broken_database_file(db_path)
+    if broken is not None:
+        # A directory, a 0-byte file beside generations, a file that is not SQLite: the same
+        # refusal every other command gives, and a mend that fits it (`.recover` cannot read these).
+        generations = None
+        report.database["error"] = broken
+        salvage = "" if not re.search(r"cut short|header is damaged", broken) else (
+            f", or try to salvage it: sqlite3 {_q(db_path)} .recover | sqlite3 "
+            f"{_q(db_path.with_name('aigen.recovered.db'))}")
+        report.add(
+            kind="database_broken",
+            message=f"the database {db_path} cannot be used: {broken}",
+            path=str(db_path),
+            remedy=f"move it aside (mv {_q(db_path)} {_q(str(db_path) + '.broken')}) and restore it from a "
+                   f"backup{salvage}",
+        )
+    elif db_path.exists():
         import sqlite3
         import tempfile
 
@@ -136,11 +169,19 @@ def check_home(home, *, deep: bool) -> Report:
                         remedy=(f"stop every aigen process, then: sqlite3 {_q(db_path)} .recover | sqlite3 {_q(fixed)}"
                                 f" && mv {_q(db_path)} {_q(str(db_path) + '.corrupt')} && mv {_q(fixed)} {_q(db_path)}"),
                     )
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if not tables and rows == ["ok"]:
+                    # A 0-byte file in a home without generations: a new database, as every command takes it.
+                    report.database["empty"] = True
+                    generations, assets = {}, []
+                    raise _EmptyDatabase
                 generations = {r["id"]: dict(r) for r in conn.execute("SELECT id, user_id, status FROM generations")}
                 assets = [dict(r) for r in conn.execute(
                     "SELECT id, generation_id, kind, idx, path, bytes, sha256 FROM assets "
                     "WHERE status = 'done' ORDER BY generation_id, kind, idx"
                 )]
+            except _EmptyDatabase:
+                pass
             except (sqlite3.Error, OSError) as e:
                 generations = None
                 report.database["error"] = str(e)
@@ -353,7 +394,8 @@ def print_report(report: Report, remaining: list[Problem]) -> None:
     elif remaining:
         mended = len(report.problems) - len(remaining)
         head = f"{len(remaining)} problem(s) remain, {mended} mended." if mended else f"{len(remaining)} problem(s) found."
-        console.print(f"[red]{head}[/] Nothing is changed without a mend flag.", highlight=False)
+        tail = "" if mended or db.get("mend_errors") else " Nothing is changed without a mend flag."
+        console.print(f"[red]{head}[/]{tail}", highlight=False)
     else:
         console.print(f"[green]All {len(report.problems)} problem(s) mended.[/]", highlight=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 
 import typer
@@ -10,6 +11,7 @@ from aigen.cli.output import console, err_console, escape, print_json
 from aigen.cli.progress import RunDisplay, files_table
 from aigen.config import Home
 from aigen.errors import EXIT_FAILED, EXIT_OK
+from aigen.pipeline import retryhint
 
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM): kill, timeout, systemctl stop
@@ -153,11 +155,16 @@ def _report(home: Home, gen_id: str, result, todo: list[dict], total: int, start
         todo_ids = {a["id"] for a in todo}
         made_now = sum(1 for a in assets if a["id"] in todo_ids and a["status"] == "done")
         colour = "green" if gen["status"] == "Completed" else "red"
+        # With --home, a bare `aigen retry` would look in another home.
+        base = f"aigen --home {shlex.quote(str(home.path))} retry" if home.source == "--home" else "aigen retry"
         if quiet:
             # One line, so scripts and logs still learn the id and the outcome.
             line = f"{gen['status']} {gen['id']}: {made} of {total} assets"
             if gen["status"] == "Failed":
-                line += f"; make the missing ones with: aigen retry {gen['id']}"
+                if retryhint.all_left_refused(assets):
+                    line += f"; all missing ones were refused: {retryhint.retry_command(base, gen['id'], assets)}"
+                else:
+                    line += f"; make the missing ones with: {base} {gen['id']}"
             console.print(f"[{colour}]{escape(line)}[/]", soft_wrap=True)
         else:
             console.print(files_table(assets, home.path))
@@ -168,7 +175,9 @@ def _report(home: Home, gen_id: str, result, todo: list[dict], total: int, start
             )
             if gen["status"] == "Failed":
                 console.print(f"[red]{escape(gen.get('error') or '')}[/]")
-                console.print(f"Make the missing assets with: [bold]aigen retry {gen['id']}[/]")
+                console.print(f"{escape(retryhint.lead(assets))} "
+                              f"[bold]{escape(retryhint.retry_command(base, gen['id'], assets))}[/]",
+                              soft_wrap=True)
     if after_run is not None and not as_json:
         after_run(gen)
     return EXIT_OK if gen["status"] == "Completed" else EXIT_FAILED

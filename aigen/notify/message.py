@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 
 from aigen.config import Home
+from aigen.pipeline import retryhint
 
 log = logging.getLogger("aigen.notify")
 
@@ -43,6 +44,7 @@ class Notice:
     late_by: timedelta | None
     due_text: str  # the due time in local time, for the late note
     thumbnail: Path | None  # the image to make the email thumbnail from
+    retry_lead: str = "Make the missing assets with:"  # or: every missing asset was refused (--include-refused)
 
     @property
     def ok(self) -> bool:
@@ -66,7 +68,7 @@ class Notice:
         if self.failure:
             out.append(f"What failed: {self.failure}")
         if self.retry_command:
-            out.append(f"Make the missing assets with: {self.retry_command}")
+            out.append(f"{self.retry_lead} {self.retry_command}")
         out.append(f"Files: {self.folder}")
         if self.late_note:
             out.append(self.late_note)
@@ -107,7 +109,7 @@ class Notice:
         if self.failure:
             parts.append(f"<p><b>What failed:</b> {e(self.failure)}</p>")
         if self.retry_command:
-            parts.append(f"<p>Make the missing assets with: <code>{e(self.retry_command)}</code></p>")
+            parts.append(f"<p>{e(self.retry_lead)} <code>{e(self.retry_command)}</code></p>")
         verb = "Open it in the gallery" if self.ok else "See what was made"
         parts.append(
             f"<p><a href=\"{e(self.link)}\" style=\"display: inline-block; padding: 8px 14px; background: {colour}; "
@@ -142,7 +144,7 @@ def compose(home: Home, gen: dict, assets: list[dict], *, link: str, link_valid:
         else:
             made = kinds[0] if kinds else "nothing"
     failure = None if ok else _failure_text(gen, assets)
-    retry = None if ok else _retry_command(home, gen["id"])
+    retry = None if ok else _retry_command(home, gen["id"], assets)
     late = now - due_at
     prompt_short = _excerpt(gen["prompt"], 50)
     if ok:
@@ -171,6 +173,7 @@ def compose(home: Home, gen: dict, assets: list[dict], *, link: str, link_valid:
         late_by=late if late > LATE_AFTER else None,
         due_text=f"{local_due:%Y-%m-%d %H:%M} {local_due.tzname() or ''}".rstrip(),
         thumbnail=_thumbnail_source(home, assets),
+        retry_lead=retryhint.lead(assets),
     )
 
 
@@ -206,11 +209,10 @@ def _failure_text(gen: dict, assets: list[dict]) -> str:
     return gen.get("error") or "unknown error"
 
 
-def _retry_command(home: Home, gen_id: str) -> str:
+def _retry_command(home: Home, gen_id: str, assets: list[dict]) -> str:
     # Outside the default home a bare `aigen retry` would look in the wrong place.
-    if home.source == "default":
-        return f"aigen retry {gen_id}"
-    return f"aigen --home {shlex.quote(str(home.path))} retry {gen_id}"
+    base = "aigen retry" if home.source == "default" else f"aigen --home {shlex.quote(str(home.path))} retry"
+    return retryhint.retry_command(base, gen_id, assets)
 
 
 def _count(n: int, noun: str) -> str | None:

@@ -344,7 +344,12 @@ class Runner:
         except OSError as e:
             known = describe_os_error(e, directory)
             if known is None:
-                self._internal(asset, e)
+                # A fault of the machine (an I/O error, a permission), not a bug: name the file and the cause.
+                log.warning("asset %s: %s", asset["id"], e)
+                msg = (f"cannot use {e.filename or directory}: {e.strerror or e} (check the disk and the "
+                       f"permissions of {directory}, then `aigen retry`)")
+                self.store.fail_asset(asset["id"], msg, code="os_error")
+                self._emit(asset, "failed", None, msg)
             elif isinstance(known, NoSpace):
                 self._no_space(asset, known)
             else:

@@ -994,6 +994,62 @@ def save_response(
         raise cut_off(f"broke off after {received}{of_length} bytes ({type(exc).__name__})", "truncated") from exc
 
 
+def read_answer(
+    resp: Any,
+    *,
+    limits: BodyLimits,
+    provider: str,
+    idempotent: bool,
+    what: str = "request",
+    max_bytes: int = 8 * 1024 * 1024,
+    clock: Callable[[], float] = time.monotonic,
+) -> Any:
+    """Read the whole body of a ``stream=True`` API answer (JSON, small) within ``limits``.
+
+    A JSON answer can trickle like a download; read through ``iter_body`` it cannot
+    hold a worker past the deadline or under the minimum rate. The bytes are kept
+    on the response (``resp.json()`` / ``resp.text`` / ``response_body`` work after).
+    Too slow: ``sent_but_lost`` (timeout) for a paid, non-idempotent call, else a
+    retryable ``ProviderTimeout``. urllib3 errors are raised as the ``requests``
+    exceptions ``error_from_requests`` classifies (a cut-off body, a read timeout).
+    """
+    import requests
+    import urllib3.exceptions as u3
+
+    chunks: list[bytes] = []
+    received = 0
+    try:
+        for chunk in iter_body(resp, limits=limits, clock=clock):
+            received += len(chunk)
+            if received > max_bytes:
+                raise ProviderError(f"{provider}: the {what} answer passed the {max_bytes}-byte cap",
+                                    provider=provider, provider_code="bad_response")
+            chunks.append(chunk)
+    except _BodyTooSlow as exc:
+        resp.close()
+        if not idempotent:
+            raise sent_but_lost(provider, f"the {what} answer {exc.message}", code="timeout",
+                                timeout=True) from None
+        raise ProviderTimeout(f"{provider}: the {what} answer {exc.message}", provider=provider,
+                              retryable=True, provider_code="timeout") from None
+    except u3.ReadTimeoutError as exc:
+        resp.close()
+        raise requests.exceptions.ReadTimeout(str(exc)) from exc
+    except (u3.ProtocolError, u3.IncompleteRead) as exc:
+        resp.close()
+        raise requests.exceptions.ChunkedEncodingError(str(exc)) from exc
+    except u3.DecodeError as exc:
+        resp.close()
+        raise requests.exceptions.ContentDecodingError(str(exc)) from exc
+    except BaseException:
+        resp.close()
+        raise
+    resp._content = b"".join(chunks)
+    resp._content_consumed = True
+    resp.close()
+    return response_body(resp)
+
+
 def media_is_complete(path: Path, fmt: str | None) -> bool:
     """Whether a PNG or JPEG file has its end marker (a body cut short without Content-Length has not)."""
     try:
@@ -1049,6 +1105,7 @@ __all__ = [
     "raise_for_response",
     "response_body",
     "save_response",
+    "read_answer",
     "sent_but_lost",
     "never_sent",
     "iter_body",

@@ -62,6 +62,8 @@ _VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._()-]{0,63}")
 _BAD_VOICE = re.compile(r"voice.{0,20}speaker|speaker.{0,40}invalid|invalid.{0,20}(voice|speaker)", re.I)
 # Refresh an OAuth token this long before Pictory says it expires.
 TOKEN_MARGIN_S = 120.0
+#: Seconds an API answer (JSON) may take to arrive whole, once its headers came (AIGEN_DOWNLOAD_DEADLINE overrides).
+ANSWER_DEADLINE = 120.0
 
 # Pictory documents no moderation code; these words in a failed job's code or
 # message are read as a refusal (never retried) rather than a plain failure.
@@ -218,21 +220,29 @@ class PictoryVideos(Provider):
     def _request(self, method: str, path: str, *, what: str, idempotent: bool, auth: bool = True,
                  key_var: str | None = None, json: Any = None, retries: bool = True) -> Any:
         """One API call, with the shared retries unless `retries` is False; returns the JSON body."""
-        from aigen.providers.http import error_from_requests, raise_for_response, response_body, with_retries
+        from aigen.providers.http import (BodyLimits, error_from_requests, raise_for_response, read_answer,
+                                          response_body, with_retries)
 
         session = self._http()
         url = self.base_url + path
         renewed = False
+        limits = BodyLimits.from_env(self.env, ANSWER_DEADLINE)
+
+        def send(headers):
+            # Streamed, then read within the deadline and minimum rate: a trickling answer cannot hold a worker.
+            resp = session.request(method, url, json=json, headers=headers, stream=True)
+            read_answer(resp, limits=limits, provider=self.name, idempotent=idempotent, what=what)
+            return resp
 
         def once():
             nonlocal renewed
             headers = self._auth_headers() if auth else {}
-            resp = session.request(method, url, json=json, headers=headers)
+            resp = send(headers)
             if resp.status_code == 401 and auth and not renewed and not self.lookup_key(KEY_VAR):
                 # An OAuth token can expire early (revoked, clock skew): renew it once.
                 renewed = True
                 self._access_token(renew=True)
-                resp = session.request(method, url, json=json, headers=self._auth_headers())
+                resp = send(self._auth_headers())
             self._refine_error(resp)
             names = key_var or (KEY_VAR if self.lookup_key(KEY_VAR) else f"{CLIENT_ID_VAR} / {CLIENT_SECRET_VAR}")
             raise_for_response(resp, provider=self.name, key_var=names, secrets=self._secrets(), what=what)
@@ -404,7 +414,7 @@ class PictoryVideos(Provider):
             try:
                 download(
                     url, dest, timeout=self._timeout(), max_bytes=MAX_VIDEO_BYTES, allowed_types=("video/mp4",),
-                    expect_kind="mp4", provider=self.name, session=self._http(), deadline=1800.0,
+                    expect_kind="mp4", provider=self.name, session=self._http(), deadline=1800.0, env=self.env,
                     policy=self._policy(), secrets=self._secrets(),
                     progress=lambda got, total: reporter.progress(0.9 + 0.1 * (got / total if total else 0.5)),
                 )

@@ -255,7 +255,7 @@ class RunwayProvider(Provider):
         import httpx
         import runwayml
 
-        from aigen.providers.http import body_message, error_for_status, scrub
+        from aigen.providers.http import body_message, error_for_status, scrub, sent_but_lost
 
         secrets = self._secrets()
         if isinstance(exc, runwayml.APIStatusError):
@@ -275,16 +275,24 @@ class RunwayProvider(Provider):
             return error_for_status(
                 self.name, status, exc.response.headers, body, key_var=KEY_VAR, secrets=secrets, what=what,
             )
+        portal = ("the task may have been created anyway; check the Runway developer portal before `aigen retry "
+                  "ID` makes a new one")
         if isinstance(exc, runwayml.APITimeoutError):
             never_sent = isinstance(exc.__cause__, httpx.ConnectTimeout)
+            if not (idempotent or never_sent):
+                # The one wording every provider uses for a paid call whose answer was lost.
+                return sent_but_lost(self.name, f"no answer within the timeout ({what})", code="timeout",
+                                     timeout=True, hint=portal)
             return ProviderTimeout(
                 f"runway: no answer within the timeout ({what})", provider=self.name,
-                retryable=idempotent or never_sent, provider_code="timeout",
-                hint=None if idempotent or never_sent else
-                "the task may have been created anyway; check the Runway developer portal before retrying",
+                retryable=True, provider_code="timeout",
             )
         if isinstance(exc, runwayml.APIConnectionError):
             never_sent = isinstance(exc.__cause__, httpx.ConnectError)
+            if not (idempotent or never_sent):
+                return sent_but_lost(
+                    self.name, f"the connection broke after the request was sent ({what}): "
+                               f"{scrub(str(exc.__cause__ or exc), secrets)}", code="connection_lost", hint=portal)
             return ProviderError(
                 f"runway: connection failed ({what}): {scrub(str(exc.__cause__ or exc), secrets)}",
                 provider=self.name, retryable=idempotent or never_sent, provider_code="connection",
@@ -454,6 +462,7 @@ class RunwayProvider(Provider):
                     expect_kind="mp4" if video else "image",
                     provider=self.name,
                     deadline=900.0,
+                    env=self.env,
                     policy=self._policy(),
                     secrets=self._secrets(),
                     progress=lambda got, total: reporter.progress(0.9 + 0.1 * (got / total if total else 0.5)),

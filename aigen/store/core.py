@@ -132,9 +132,20 @@ def check_database_file(path: Path) -> bool:
         raise broken_database(path, "its header is damaged")
     pages = int.from_bytes(header[28:32], "big")
     valid_count = header[24:28] == header[92:96]
-    if st.st_size % page_size or (valid_count and pages and st.st_size < pages * page_size):
+    if st.st_size % page_size or (valid_count and pages and st.st_size < pages * page_size
+                                  and not _has_wal(path)):
+        # With a write-ahead log beside it the file may be shorter than its header says: a checkpoint
+        # cut short by a full disk wrote page 1 but could not extend the file, and SQLite reads the
+        # missing pages from the log (real damage is then SQLite's to report).
         raise broken_database(path, "it is cut short (truncated)")
     return True
+
+
+def _has_wal(path: Path) -> bool:
+    try:
+        return path.with_name(path.name + "-wal").stat().st_size > 0
+    except OSError:
+        return False
 
 
 # Closing any descriptor of a file drops every POSIX lock this process holds on

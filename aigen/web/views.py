@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePosixPath
 
+from aigen.pipeline import retryhint
 from aigen.store.core import Store, decode_generation
 
 PROCESSING_MESSAGE = "Your content is being generated. Please check back later."
@@ -88,7 +89,8 @@ def shape(gen: dict, assets: list[dict], *, running: bool | None = None) -> dict
         "images": [a for a in done if a["kind"] == "image"],
         "failed": [a for a in views if a["status"] == "failed"],
         "assets": views,
-        "retry_command": f"aigen retry {gen['id']}" if status != "Completed" else None,
+        "retry_command": retryhint.retry_command("aigen retry", gen["id"], assets) if status != "Completed" else None,
+        "all_refused": status == "Failed" and retryhint.all_left_refused(assets),
         "message": PROCESSING_MESSAGE if status == "Processing" else None,
         # None when unknown (the API does not look); False means no process
         # holds the run lock: the run was killed and `aigen retry` resumes it.

@@ -34,7 +34,13 @@
       <li>{{a['kind'].capitalize()}} {{a['index']}}: {{a['error'] or 'no reason recorded'}}</li>
       % end
     </ul>
+    %     if g['all_refused']:
+    <p>The provider refused every missing one: the same prompt is refused again (and may be charged again).
+      Change the prompt with a new generation, or submit them again anyway with
+      <code class="retry">{{g['retry_command']}}</code></p>
+    %     else:
     <p>Make only the missing ones (what was made is kept) with <code class="retry">{{g['retry_command']}}</code></p>
+    %     end
   </div>
   %   end
   %   if g['videos']:
