@@ -118,3 +118,15 @@ def test_the_sigterm_handler_is_restored_after_the_command(cli):
             "--image-provider", "flaky", "--image-size", "64x64", "--quiet")
     assert r.exit_code == 0, r.output
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.parametrize("source, expected", [("--home", "aigen --home '{path}' retry abc123abc123"),
+                                              ("AIGEN_HOME", "aigen retry abc123abc123")])
+def test_the_resume_command_after_a_stop_names_the_home_given_with_home(tmp_path, capsys, source, expected):
+    from aigen.cli.runview import Terminated, stopped
+    from aigen.config import Home
+
+    path = tmp_path / "my home"
+    exit_ = stopped("abc123abc123", Terminated(), Home(path, source))
+    assert exit_.exit_code == 143
+    assert expected.format(path=path) in " ".join(capsys.readouterr().err.split())

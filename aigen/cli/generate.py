@@ -134,12 +134,12 @@ def generate(
     except AigenError as e:
         fail(e, as_json=as_json)
     except Terminated as e:
-        raise stopped(gen_id, e) from None
+        raise stopped(gen_id, e, state.home) from None
     try:
         _start(state, store, home, gen_id, gen_row, user, images, videos, image_provider, video_provider,
                detach=detach, as_json=as_json, quiet=quiet)
     except Terminated as e:
-        raise stopped(gen_id, e) from None
+        raise stopped(gen_id, e, state.home) from None
 
 
 def _start(state, store, home, gen_id, gen_row, user, images, videos, image_provider, video_provider, *,

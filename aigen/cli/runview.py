@@ -51,7 +51,14 @@ def catch_sigterm():
     return restore
 
 
-def stopped(gen_id: str | None, exc: KeyboardInterrupt) -> "typer.Exit":
+def retry_base(home: Home | None) -> str:
+    """`aigen retry`, with --home when the home was given that way (a bare command would look in another)."""
+    if home is not None and home.source == "--home":
+        return f"aigen --home {shlex.quote(str(home.path))} retry"
+    return "aigen retry"
+
+
+def stopped(gen_id: str | None, exc: KeyboardInterrupt, home: Home | None = None) -> "typer.Exit":
     """Say how the run ended and how to resume; the exit to raise (130 Ctrl-C, 143 SIGTERM)."""
     term = isinstance(exc, Terminated)
     what = "Stopped by SIGTERM." if term else "Interrupted."
@@ -59,7 +66,7 @@ def stopped(gen_id: str | None, exc: KeyboardInterrupt) -> "typer.Exit":
         err_console.print(f"\n[yellow]{what}[/] Nothing was made.", highlight=False)
     else:
         err_console.print(
-            f"\n[yellow]{what}[/] Finished assets are kept; resume with: aigen retry {gen_id}",
+            f"\n[yellow]{what}[/] Finished assets are kept; resume with: {escape(retry_base(home))} {gen_id}",
             highlight=False, soft_wrap=True,  # keep the command on one line, copyable
         )
     return typer.Exit(EXIT_TERMINATED if term else EXIT_INTERRUPTED)
@@ -129,12 +136,12 @@ def run_foreground(store, home: Home, gen_id: str, *, as_json: bool, quiet: bool
             with display:
                 result = runner.run(gen_id)
         except KeyboardInterrupt as e:
-            raise stopped(gen_id, e) from None
+            raise stopped(gen_id, e, home) from None
         return _report(home, gen_id, result, todo, total, started, as_json=as_json, quiet=quiet,
                        after_run=after_run, extra=extra)
     except Terminated as e:
         # After the run (the report, the notification): the assets are settled.
-        raise stopped(gen_id, e) from None
+        raise stopped(gen_id, e, home) from None
     finally:
         restore()
 
@@ -155,8 +162,7 @@ def _report(home: Home, gen_id: str, result, todo: list[dict], total: int, start
         todo_ids = {a["id"] for a in todo}
         made_now = sum(1 for a in assets if a["id"] in todo_ids and a["status"] == "done")
         colour = "green" if gen["status"] == "Completed" else "red"
-        # With --home, a bare `aigen retry` would look in another home.
-        base = f"aigen --home {shlex.quote(str(home.path))} retry" if home.source == "--home" else "aigen retry"
+        base = retry_base(home)
         if quiet:
             # One line, so scripts and logs still learn the id and the outcome.
             line = f"{gen['status']} {gen['id']}: {made} of {total} assets"
