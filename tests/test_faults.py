@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from aigen.config import resolve_home
+from fakes.serve import Browser, aigen_serve
 
 SMALL = ["--images", "3", "--videos", "0", "--image-size", "64x64"]
 
@@ -364,41 +365,17 @@ def test_read_only_home_reads_work_and_writes_say_read_only(cli, home, ro_mount,
 
 
 def test_read_only_home_can_be_served_for_viewing(cli, home, ro_mount, tmp_path, monkeypatch):
-    import urllib.request
-
     gid = make_generation(cli)
     backup_copy(tmp_path, monkeypatch, with_wal=False)
     h = resolve_home(None)
     before = sha(h.db_path)
     ro_mount(h.path)
-    proc = subprocess.Popen([sys.executable, "-m", "aigen", "serve", "--port", "0", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = ""
-        while not line.rstrip().endswith("}"):
-            chunk = proc.stdout.readline()
-            assert chunk, proc.stderr.read()
-            line += chunk
-        url = json.loads(line)["url"]
+    with aigen_serve() as served:
         # Sign in by user_id (loopback) and see the generation.
-        import http.cookiejar
-
-        jar = http.cookiejar.CookieJar()
-        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-        page = opener.open(url + "/login", timeout=10).read().decode()
-        assert "user_id" in page
-        import re
-        import urllib.parse
-
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
-        form = {"user_id": "ann"}
-        if csrf:
-            form["csrf_token"] = csrf.group(1)
-        body = opener.open(url + "/login", data=urllib.parse.urlencode(form).encode(), timeout=10).read().decode()
-        assert gid in body, body[:2000]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        browser = Browser(served.url)
+        browser.login("ann")
+        status, body = browser.get("/")
+        assert status == 200 and gid.encode() in body, body[:2000]
     assert sha(h.db_path) == before
 
 
@@ -419,15 +396,8 @@ def test_read_only_home_without_secret_is_served_and_logout_ends_the_session(cli
     h = resolve_home(None)
     before = sha(h.db_path)
     ro_mount(h.path)
-    proc = subprocess.Popen([sys.executable, "-m", "aigen", "serve", "--port", "0", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = ""
-        while not line.rstrip().endswith("}"):
-            chunk = proc.stdout.readline()
-            assert chunk, proc.stderr.read()
-            line += chunk
-        port = urllib.parse.urlsplit(json.loads(line)["url"]).port
+    with aigen_serve() as served:
+        port = served.port
         cookie = {}
 
         def req(method, path, form=None, jar=cookie):
@@ -457,9 +427,6 @@ def test_read_only_home_without_secret_is_served_and_logout_ends_the_session(cli
         assert req("GET", "/api/generations", jar=replay)[0] == 401
         status, page = req("GET", f"/login/link/{token}", jar={})
         assert status == 403 and "not valid" in page
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
     assert sha(h.db_path) == before
     assert not (h.path / "secret.key").exists()
 
