@@ -73,17 +73,9 @@ def _open_read_only(db_path: Path, scratch: Path) -> "sqlite3.Connection":
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
+    from aigen.locks import pid_alive
+
+    return pid == os.getpid() or pid_alive(pid)
 
 
 def _temp_writer_pid(name: str, suffix: str) -> int | None:

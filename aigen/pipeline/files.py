@@ -81,12 +81,6 @@ def _writer_alive(name: str) -> bool:
         return False
     if pid == os.getpid():
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    except OSError:
-        return False
-    return True
+    from aigen.locks import pid_alive
+
+    return pid_alive(pid)
