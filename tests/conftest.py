@@ -68,3 +68,37 @@ def s3_server(request):
     from fakes.cluster_services import start_or_skip, start_s3
 
     return start_or_skip(request, start_s3, "the S3 server (weed mini)")
+
+
+@pytest.fixture
+def pg_database(postgres_server):
+    """The URL of a fresh, empty PostgreSQL database of its own for this test (on the session's server)."""
+    import uuid
+
+    psycopg = pytest.importorskip("psycopg")
+    name = "t_" + uuid.uuid4().hex[:16]
+    with psycopg.connect(postgres_server.url, autocommit=True, connect_timeout=5) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = postgres_server.url.rpartition("/")
+    yield f"{base}/{name}"
+    try:
+        with psycopg.connect(postgres_server.url, autocommit=True, connect_timeout=5) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except Exception:  # a leftover database dies with the throwaway server anyway
+        pass
+
+
+@pytest.fixture
+def s3_env(s3_server):
+    """Environment for AIGEN_STORAGE_URL on the session's S3 server, under a prefix of its own for this test."""
+    import uuid
+
+    return {
+        "AIGEN_STORAGE_URL": f"s3://{s3_server.bucket}/t/{uuid.uuid4().hex}",
+        "AWS_ACCESS_KEY_ID": s3_server.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+        "AWS_REGION": s3_server.region,
+        "AIGEN_S3_ENDPOINT_URL": s3_server.endpoint_url,
+        "AIGEN_S3_CONNECT_TIMEOUT": "2",
+        "AIGEN_S3_READ_TIMEOUT": "10",
+    }
