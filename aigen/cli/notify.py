@@ -200,6 +200,11 @@ def notify_daemon(
     (or a daemon and `aigen generate`) never send one twice; one that came due while no
     daemon ran is delivered, marked late, when one starts. SIGTERM or Ctrl-C stops it
     after the current send. Exit codes: 0, or 1 when --once saw a notification fail.
+
+    With the cluster store (AIGEN_DATABASE_URL) daemons may run on several machines:
+    each claim holds a lease (AIGEN_NOTIFY_LEASE_S, default 600 s); the rows of a
+    daemon that died are sent by another one once its lease has run out. Claims name
+    the host (AIGEN_HOST_NAME, default the machine's host name).
     """
     import logging
     import os
@@ -208,6 +213,7 @@ def notify_daemon(
 
     from aigen.notify.daemon import DaemonMarker, Notifier
     from aigen.notify.mail import load_smtp_settings
+    from aigen.notify.queue import lease_from_env
     from aigen.store.core import utcnow
 
     state = ctx.obj
@@ -215,6 +221,7 @@ def notify_daemon(
         if not 0.1 <= max_sleep <= 3600:
             raise BadInput(f"invalid --max-sleep {max_sleep:g}: must be between 0.1 and 3600 seconds")
         home = state.home
+        lease = lease_from_env()
         store = state.store()
         smtp = load_smtp_settings(home=home.path)
     except AigenError as e:
@@ -231,7 +238,7 @@ def notify_daemon(
         if not as_json:
             print_notice(console, notice, context)
 
-    notifier = Notifier(store, home, console=sink)
+    notifier = Notifier(store, home, console=sink, lease=lease)
     log = logging.getLogger("aigen.notify")
     try:
         if once:
@@ -284,10 +291,12 @@ def notify_daemon(
             with DaemonMarker(home):
                 desktop = notifier.desktop_support()
                 log.info(
-                    "notify daemon started: pid %d, home %s; desktop: %s; email: %s; checking at least every %g s",
-                    os.getpid(), home.path,
+                    "notify daemon started: %s, home %s; desktop: %s; email: %s; checking at least every %g s; "
+                    "claims held for %g s",
+                    notifier.owner, home.path,
                     f"yes ({desktop.reason})" if desktop.available else f"no ({desktop.reason}), using the console",
                     smtp.describe() if smtp else "no SMTP server configured", max_sleep,
+                    lease.total_seconds(),
                 )
 
                 def on_delivery(d):
