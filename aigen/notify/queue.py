@@ -288,7 +288,7 @@ def claim(store, now: datetime, owner: str, *, lease: timedelta = DEFAULT_LEASE,
         # send: expire its lease now rather than making the user wait it out.
         # (A claimant on another host is left to its lease: see _owner_is_dead.)
         for r in db.conn.execute(
-            "SELECT id, claimed_by FROM notifications WHERE status = 'sending' AND lease_until > ?", (now_s,)
+            "SELECT id, claimed_by FROM notifications WHERE status = 'sending' AND lease_until > ? ORDER BY id", (now_s,)
         ).fetchall():
             if _owner_is_dead(r["claimed_by"]):
                 db.conn.execute(
