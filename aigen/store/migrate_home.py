@@ -381,10 +381,13 @@ class HomeMigration:
         """Copied rows carry their ids: move each id sequence past them, or the next new row would clash."""
         with self.dst.transaction() as db:
             for t in SERIAL_TABLES:
+                seq = db.conn.execute("SELECT pg_get_serial_sequence(?, 'id') AS s", (t,)).fetchone()["s"]
+                if seq is None:  # ids not drawn from a sequence: nothing to move
+                    continue
+                # Never backwards: past both the highest id and what the sequence already gave out.
                 db.conn.execute(
-                    f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), "
-                    f"greatest((SELECT coalesce(max(id), 0) FROM {t}), 1))"
-                )
+                    f"SELECT setval(?::regclass, greatest((SELECT coalesce(max(id), 0) FROM {t}), "
+                    "coalesce(pg_sequence_last_value(?::regclass), 0)) + 1, false)", (seq, seq))
 
     def _count(self, all_rows: dict, plans: list) -> None:
         rep = self.report
