@@ -262,3 +262,26 @@ def test_bad_sources_are_clear_errors(tmp_path, cluster):
     r, data = migrate(cluster, tmp_path / "empty")
     assert r.returncode == 2 and "not an aigen home" in data["message"]
     assert "Traceback" not in r.stderr
+
+
+def test_a_home_made_by_an_older_aigen_is_read_as_it_is_not_upgraded(made_home, cluster, tmp_path):
+    """Upgrading the source's schema would write it: a home whose database lacks newer migrations is
+    copied as it stands (the target's defaults fill what it lacks)."""
+    import shutil
+    import sqlite3
+
+    src, _ = made_home
+    old = tmp_path / "old-home"
+    shutil.copytree(src, old)
+    c = sqlite3.connect(old / "aigen.db")
+    c.execute("DROP TABLE notify_daemons")
+    c.execute("DELETE FROM _sqlite_migrations WHERE name = '0013_notify_daemons'")
+    c.commit()
+    c.close()
+    with pytest.raises(Exception, match="older aigen"):
+        Store(old / "aigen.db", readonly=True)
+    before = fingerprint(old)
+    r, data = migrate(cluster, old)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert data["ok"] and data["tables"]["generations"]["target"] == 3
+    assert fingerprint(old) == before

@@ -127,6 +127,13 @@ def test_two_daemons_on_two_machines_deliver_100_notifications_exactly_once(stor
     try:
         for d in daemons:
             d.wait_started()
+        from aigen.cli.notify import daemon_status_line
+        from aigen.notify.daemon import live_daemons
+
+        # `aigen generate` on any machine can tell that daemons run elsewhere: they register in the database.
+        wait_for(lambda: len(live_daemons(store, utcnow())) == 2, 30, "both daemons in notify_daemons")
+        line = daemon_status_line(Home(tmp_path / "laptop", "--home"), store)
+        assert "machine-a" in line and "machine-b" in line, line
         t0 = time.monotonic()
         ids = make_batch(store, tmp_path, 100)
         wait_for(lambda: len(smtp.received) >= 100, 120, "100 emails")
@@ -135,6 +142,7 @@ def test_two_daemons_on_two_machines_deliver_100_notifications_exactly_once(stor
     finally:
         for d in daemons:
             d.stop()
+    assert live_daemons(store, utcnow()) == [], "a daemon stopped by SIGTERM marks itself stopped"
     got = delivered_ids(smtp)
     dupes = len(got) - len(set(got))
     lost = set(ids) - set(got)

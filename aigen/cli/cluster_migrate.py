@@ -70,8 +70,8 @@ def migrate(
     from pathlib import Path
 
     from aigen.config import Home
-    from aigen.store.core import Store, check_database_file
-    from aigen.store.migrate_home import migrate_home
+    from aigen.store.core import check_database_file
+    from aigen.store.migrate_home import SourceStore, migrate_home
 
     state = ctx.obj
     try:
@@ -83,7 +83,7 @@ def migrate(
         if not check_database_file(src_home.db_path):
             raise BadInput(f"invalid --from {from_home!r}: {src_home.db_path} does not exist (not an aigen home)")
         _check_source_idle(src_home)
-        source = Store(src_home.db_path, readonly=True)
+        source = SourceStore.open(src_home.db_path)
         target = _open_target(state)
         if getattr(target, "backend", "sqlite") == "sqlite" and \
                 Path(target.path).resolve() == src_home.db_path.resolve():

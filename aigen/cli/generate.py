@@ -149,7 +149,7 @@ def _start(state, store, home, gen_id, gen_row, user, images, videos, image_prov
         store.set_generation_fields(gen_id, log_path=str(log_path))
         from aigen.cli.notify import describe_schedule, print_schedule
 
-        schedule = describe_schedule(home, store.get_generation(gen_id))
+        schedule = describe_schedule(home, store.get_generation(gen_id), store)
         if as_json:
             print_json({"id": gen_id, "status": "Processing", "detached": True, "pid": pid, "log": str(log_path),
                         "notification": schedule})
@@ -160,7 +160,7 @@ def _start(state, store, home, gen_id, gen_row, user, images, videos, image_prov
                 f"Follow it with `aigen status {gen_id}`.[/]",
                 highlight=False,
             )
-            print_schedule(home, schedule)
+            print_schedule(home, schedule, store)
         raise typer.Exit(0)
 
     if not as_json and not quiet:

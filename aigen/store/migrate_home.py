@@ -228,8 +228,12 @@ class HomeMigration:
         except ObjectMissing:
             pass
         tmp = tmpdir / f"upload-{self._uploads}"
-        shutil.copyfile(item.path, tmp)
-        size, sha = _hash_file(tmp)
+        try:
+            shutil.copyfile(item.path, tmp)  # put_file consumes its temporary: never hand it the source
+            size, sha = _hash_file(tmp)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise MigrateError(f"{item.key}: cannot read {item.path}: {e.strerror or e}") from None
         if size != item.size or (item.sha256 and sha != item.sha256):
             tmp.unlink(missing_ok=True)
             raise MigrateError(f"{item.key}: the file in {self.home} does not match its assets row "
@@ -414,6 +418,21 @@ class HomeMigration:
         return found
 
 
+class SourceStore:
+    """Open a home's database read-only, as it is: an older schema (migrations this aigen would add) is read
+    as it stands, since upgrading it would write the source. Columns it lacks get the target's defaults."""
+
+    @staticmethod
+    def open(path):
+        from aigen.store.core import Store
+
+        class _Source(Store):
+            def _check_readable(self) -> None:
+                self.db.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+        return _Source(path, readonly=True)
+
+
 def _norm(v):
     return None if v is None else str(v)
 
@@ -423,4 +442,4 @@ def migrate_home(source_home: Path, source, target, storage, *, progress: Progre
     return HomeMigration(source_home, source, target, storage, progress=progress, env=env).run()
 
 
-__all__ = ["HomeMigration", "IdClash", "MigrateError", "Progress", "Report", "migrate_home", "NOT_COPIED"]
+__all__ = ["SourceStore", "HomeMigration", "IdClash", "MigrateError", "Progress", "Report", "migrate_home", "NOT_COPIED"]

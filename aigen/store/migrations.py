@@ -303,3 +303,26 @@ def m0010_sessions_ended_at(db):
     users = db["users"]
     if "sessions_ended_at" not in users.columns_dict:
         users.add_column("sessions_ended_at", str)
+
+
+@migrations(name="0013_notify_daemons")
+def m0013_notify_daemons(db):
+    # Cluster mode: notify daemons run on several machines, so "is a daemon running?" (asked by
+    # `aigen generate` on a laptop) cannot be answered by a lock file in one home. Each daemon on the
+    # PostgreSQL store keeps its row here fresh (seen_at, every 30 s); the embedded store keeps using
+    # the lock files in the home (the table stays empty there).
+    db["notify_daemons"].create(
+        {
+            "owner": str,  # the claimant name: daemon@HOST:PID:NONCE
+            "host": str,
+            "pid": int,
+            "home": str,
+            "started_at": str,
+            "seen_at": str,
+            "stopped_at": str,
+        },
+        pk="owner",
+        not_null={"host", "started_at", "seen_at"},
+        if_not_exists=True,
+    )
+    db["notify_daemons"].create_index(["seen_at"], if_not_exists=True)

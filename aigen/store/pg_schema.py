@@ -15,3 +15,17 @@ from __future__ import annotations
 # (name, SQL run in one transaction). Filled from 0001 on; cluster-only migrations append at the end.
 PG_MIGRATIONS: list[tuple[str, str]] = [
 ]
+
+# notifymig: the registry of live notify daemons (see migrations.m0013_notify_daemons).
+PG_MIGRATIONS.append(("0013_notify_daemons", """
+CREATE TABLE IF NOT EXISTS notify_daemons (
+    owner TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid BIGINT,
+    home TEXT,
+    started_at TEXT NOT NULL,
+    seen_at TEXT NOT NULL,
+    stopped_at TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_notify_daemons_seen_at ON notify_daemons (seen_at);
+"""))
