@@ -60,7 +60,8 @@ class Daemon:
             "AIGEN_SMTP_HOST": "127.0.0.1", "AIGEN_SMTP_PORT": str(smtp_port), "AIGEN_SMTP_SECURITY": "none",
             "AIGEN_SMTP_FROM": "aigen@example.org", "AIGEN_SMTP_TIMEOUT": "30",
         })
-        self.err = open(tmp_path / f"daemon-{host}.log", "w+")
+        self.log_path = tmp_path / f"daemon-{host}.log"
+        self.err = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aigen", "--home", str(self.home), "notify-daemon", "--json", "--max-sleep",
              "0.2"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=self.err, text=True)
@@ -76,16 +77,14 @@ class Daemon:
     def wait_started(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self.err.seek(0)
-            if "notify daemon started" in self.err.read():
+            if "notify daemon started" in self.log():
                 return
             assert self.proc.poll() is None, self.log()
             time.sleep(0.05)
         raise AssertionError(f"daemon {self.host} did not start:\n{self.log()}")
 
     def log(self) -> str:
-        self.err.seek(0)
-        return self.err.read()
+        return self.log_path.read_text()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
