@@ -58,6 +58,17 @@ def _machine_fault(e: BaseException, ctx):
         except Exception:
             pass
         err = describe_sqlite_error(e, db_path)
+    if err is None and (type(e).__module__ or "").startswith("psycopg"):  # the PostgreSQL store (cluster mode)
+        from aigen.errors import describe_pg_error
+
+        url = None
+        try:
+            from aigen.config import database_url
+
+            url = database_url(None, ctx.obj.home.path)
+        except Exception:
+            pass
+        err = describe_pg_error(e, url)
     return err
 
 
