@@ -248,3 +248,46 @@ def test_help_imports_no_psycopg_and_status_on_sqlite_neither(tmp_path):
         r = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True,
                            env={**env, "AIGEN_HOME": str(tmp_path / "h"), "PYTHONPATH": str(REPO)}, timeout=60)
         assert r.stderr.strip().endswith("CLEAN"), (args, r.stderr)
+
+
+def test_the_server_gone_mid_run_ends_generate_with_one_clear_line(home, tmp_path):
+    """A PostgreSQL of its own for this test, stopped while `aigen generate` works."""
+    import time
+
+    import psycopg
+    from fakes.cluster_services import ServiceUnavailable, require_cluster, start_postgres
+
+    try:
+        server = start_postgres()
+    except ServiceUnavailable as e:  # pragma: no cover - the session server started, so this one should too
+        if require_cluster():
+            raise
+        pytest.skip(str(e))
+    try:
+        with psycopg.connect(server.url, autocommit=True) as c:
+            c.execute("CREATE DATABASE gone")
+        url = server.url.rpartition("/")[0] + "/gone"
+        env = {**os.environ, "AIGEN_DATABASE_URL": url, "AIGEN_TEST_DELAY": "1.0",
+               "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])}
+        proc = subprocess.Popen([sys.executable, "-m", "aigen", "generate", "p", "--user", "alice", "--images", "4",
+                                 "--videos", "0", "--image-provider", "slow", "--image-size", "64x64"],
+                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        started = False
+        while time.monotonic() < deadline and not started:
+            try:
+                with psycopg.connect(url, autocommit=True) as c:
+                    started = bool(c.execute("SELECT 1 FROM assets WHERE status = 'running'").fetchone())
+            except psycopg.Error:
+                pass
+            if not started:
+                time.sleep(0.05)
+        assert started, proc.communicate(timeout=5)
+        server.stop()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        server.stop()
+    text = out + err
+    assert proc.returncode in (1, 2), text
+    assert "Traceback" not in text, text
+    assert "PostgreSQL" in text

@@ -26,6 +26,7 @@ import contextlib
 import functools
 import re
 import threading
+import weakref
 from typing import Any, Iterator
 
 import psycopg
@@ -299,7 +300,8 @@ class PgStore(Store):
         self.readonly = readonly
         self._local = threading.local()
         self._write_lock = threading.RLock()  # unused: PostgreSQL's own locks serialise writers
-        self._all: list[Connection] = []
+        # Every thread's connection, weakly: one whose thread has ended is closed when it is freed.
+        self._all: "weakref.WeakSet[Connection]" = weakref.WeakSet()
         self._all_guard = threading.Lock()
         try:
             if readonly:
@@ -329,8 +331,7 @@ class PgStore(Store):
             raise self._translate(e) from None
         conn = Connection(self, raw)
         with self._all_guard:
-            self._all = [c for c in self._all if not c.raw.closed]
-            self._all.append(conn)
+            self._all.add(conn)
         return Database(conn)
 
     @property
@@ -353,7 +354,7 @@ class PgStore(Store):
     def close_all(self) -> None:
         """Close the connections of every thread (the end of a process, or of a test)."""
         with self._all_guard:
-            conns, self._all = self._all, []
+            conns, self._all = list(self._all), weakref.WeakSet()
         for c in conns:
             c.close()
         self._local = threading.local()
