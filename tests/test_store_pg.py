@@ -291,3 +291,26 @@ def test_the_server_gone_mid_run_ends_generate_with_one_clear_line(home, tmp_pat
     assert proc.returncode in (1, 2), text
     assert "Traceback" not in text, text
     assert "PostgreSQL" in text
+
+
+def test_a_url_libpq_cannot_read_and_a_url_timeout_are_honoured(tmp_path):
+    r = _run_cli(["status"], {"AIGEN_DATABASE_URL": "postgresql://u:pw9@127.0.0.1/db?nosuchoption=1"},
+                 tmp_path / "home")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert "pw9" not in r.stdout + r.stderr and "nosuchoption" in r.stdout + r.stderr
+    # A server that accepts the connection and never answers: the URL's connect_timeout=1 is the one used
+    # (not the default 10 s), and the wait ends in one line.
+    import socket
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        t0 = time.monotonic()
+        r = _run_cli(["status"], {"AIGEN_DATABASE_URL": f"postgresql://u@127.0.0.1:{port}/db?connect_timeout=1"},
+                     tmp_path / "home")
+        took = time.monotonic() - t0
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert "timeout" in (r.stdout + r.stderr).lower()
+    assert took < 8

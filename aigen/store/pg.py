@@ -325,8 +325,18 @@ class PgStore(Store):
     # -- connections ---------------------------------------------------------
     def _connect(self) -> Database:
         try:
-            raw = psycopg.connect(self.url, autocommit=True, row_factory=_row_factory,
-                                  connect_timeout=CONNECT_TIMEOUT_S, application_name="aigen")
+            # Defaults only: what the URL says (?connect_timeout=3, ?application_name=...) wins.
+            try:
+                given = psycopg.conninfo.conninfo_to_dict(self.url)
+            except psycopg.ProgrammingError as e:  # libpq cannot parse it: a bad option, a bad %-escape
+                from aigen.errors import BadInput, _scrub
+
+                raise BadInput(f"invalid database URL {self.path!r}: {_scrub(str(e), self.url)}",
+                               hint="see https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNSTRING"
+                               ) from None
+            extra = {k: v for k, v in (("connect_timeout", CONNECT_TIMEOUT_S), ("application_name", "aigen"))
+                     if k not in given}
+            raw = psycopg.connect(self.url, autocommit=True, row_factory=_row_factory, **extra)
         except psycopg.Error as e:
             raise self._translate(e) from None
         conn = Connection(self, raw)
