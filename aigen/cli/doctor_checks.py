@@ -118,8 +118,9 @@ def _broken_database_file(db_path: Path) -> str | None:
 
 def _read_pg(report: Report, url: str) -> tuple[dict | None, list[dict]]:
     from aigen.errors import AigenError
-    from aigen.store.pg import PgStore
+    from aigen.store import pg_store_class
 
+    PgStore = pg_store_class()
     report.database["skipped"] = "PRAGMA quick_check and the write-ahead log (SQLite only)"
     try:
         store = PgStore(url, readonly=True)

@@ -21,11 +21,24 @@ def open_store(home, *, readonly: bool = False, env=None):
     folder = getattr(home, "path", home)
     url = database_url(env, Path(folder) if folder is not None else None)
     if url is not None:
-        from aigen.store.pg import PgStore
-
-        return PgStore(url, readonly=readonly)
+        return pg_store_class()(url, readonly=readonly)
     db_path = getattr(home, "db_path", None) or Path(folder) / "aigen.db"
     return Store(db_path, readonly=readonly)
 
 
-__all__ = ["Store", "open_store", "utcnow", "iso"]
+def pg_store_class():
+    """aigen.store.pg.PgStore, or BadInput (exit 2) when psycopg is not installed."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        from aigen.errors import BadInput
+
+        raise BadInput("the store on PostgreSQL (AIGEN_DATABASE_URL) needs the psycopg package, which is not "
+                       "installed", hint="pip install 'aigen[cluster]', or unset AIGEN_DATABASE_URL to use aigen.db "
+                                         "in the home") from None
+    from aigen.store.pg import PgStore
+
+    return PgStore
+
+
+__all__ = ["Store", "open_store", "pg_store_class", "utcnow", "iso"]
