@@ -78,30 +78,27 @@ def fingerprint(home: Path) -> dict:
 
 
 @pytest.fixture
-def cluster(tmp_path, s3_env, request):
-    """The cluster configuration (environment) and a home of its own for the command to run in.
+def cluster(tmp_path, s3_env, pg_database):
+    """The cluster configuration (environment: PostgreSQL + S3) and a home of its own for the command to run in."""
+    return tmp_path / "cluster-home", {**s3_env, "AIGEN_DATABASE_URL": pg_database}
 
-    The store is PostgreSQL when the PostgreSQL store exists in this tree, else an SQLite store in
-    that home (the migration only speaks the Store interface).
-    """
-    env = dict(s3_env)
-    try:
-        from aigen.store import open_store  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        env["AIGEN_DATABASE_URL"] = request.getfixturevalue("pg_database")
-    return tmp_path / "cluster-home", env
+
+@pytest.fixture
+def embedded_target(tmp_path, s3_env):
+    """No database URL: the target store is the SQLite aigen.db of the home the command runs in (files to S3)."""
+    return tmp_path / "other-home", dict(s3_env)
 
 
 def open_target(cluster):
     home, env = cluster
-    if "AIGEN_DATABASE_URL" in env:
-        from aigen.store import open_store
-        from aigen.config import Home
+    from aigen.config import Home
+    from aigen.store import open_store
 
-        return open_store(Home(home, "--home"), env=env)
-    return Store(home / "aigen.db")
+    return open_store(Home(home, "--home"), env=env)
+
+
+def close(store):
+    getattr(store, "close_all", store.close)()
 
 
 def s3(cluster):
@@ -181,7 +178,7 @@ def test_migrate_twice_gives_the_same_counts_and_the_target_works(made_home, clu
             assert new_id > max(r["id"] for r in src_store.query("SELECT id FROM events"))
         src_store.close()
     finally:
-        target.close()
+        close(target)
     r = aigen(cluster[0], "status", "--json", extra=cluster[1])
     assert r.returncode == 0, r.stdout + r.stderr
     listed = json.loads(r.stdout)["generations"]
@@ -198,10 +195,10 @@ def test_a_migration_killed_after_2_files_completes_when_run_again(made_home, cl
     assert len(storage.list("generated_content/")) == 2
     target = open_target(cluster)
     try:
-        # The first generation has 2 images: both uploaded, but its rows were not written when killed.
+        # The oldest generation (copied first) has 2 images: both uploaded, its rows not yet written when killed.
         assert target.query_one("SELECT count(*) AS n FROM generations")["n"] == 0
     finally:
-        target.close()
+        close(target)
     r, again = migrate(cluster, src)
     assert r.returncode == 0, r.stdout + r.stderr
     assert again["ok"] and {t: v["target"] for t, v in again["tables"].items()} == counts
@@ -230,7 +227,7 @@ def test_a_damaged_file_holds_back_its_generation_and_exits_1_then_a_rerun_compl
         assert target.query_one("SELECT count(*) AS n FROM generations WHERE id = ?",
                                 (victim["generation_id"],))["n"] == 0
     finally:
-        target.close()
+        close(target)
     (copy / victim["path"]).write_bytes(good)
     r, data = migrate(cluster, copy)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -244,7 +241,7 @@ def test_clashing_ids_stop_the_copy_before_anything_is_written(made_home, cluste
         target.create_generation({"user_id": "zoe", "prompt": "already in the cluster", "image_count": 1,
                                   "video_count": 0}, [{"kind": "image", "idx": 1, "provider": "local"}])
     finally:
-        target.close()
+        close(target)
     r, data = migrate(cluster, src)
     assert r.returncode != 0 and data["error"] == "id_clash", r.stdout + r.stderr
     assert "assets row 1" in data["message"] and "empty cluster" in data["hint"]
@@ -252,7 +249,7 @@ def test_clashing_ids_stop_the_copy_before_anything_is_written(made_home, cluste
     try:
         assert target.query_one("SELECT count(*) AS n FROM users WHERE user_id = 'alice'")["n"] == 0
     finally:
-        target.close()
+        close(target)
 
 
 def test_bad_sources_are_clear_errors(tmp_path, cluster):
@@ -285,3 +282,15 @@ def test_a_home_made_by_an_older_aigen_is_read_as_it_is_not_upgraded(made_home, 
     assert r.returncode == 0, r.stdout + r.stderr
     assert data["ok"] and data["tables"]["generations"]["target"] == 3
     assert fingerprint(old) == before
+
+
+def test_migrate_into_another_embedded_home_twice(made_home, embedded_target):
+    """Without AIGEN_DATABASE_URL the target is the home's own SQLite store: the same copy, the same counts."""
+    src, _ = made_home
+    counts = source_counts(src)
+    for run in (1, 2):
+        r, data = migrate(embedded_target, src)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert {t: v["target"] for t, v in data["tables"].items()} == counts
+        assert data["files"]["uploaded_now"] == (6 if run == 1 else 0)
+    assert (embedded_target[0] / "aigen.db").is_file()

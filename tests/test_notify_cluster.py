@@ -31,14 +31,12 @@ MSGID = re.compile(r"<aigen\.([0-9a-f]+)\.(\d+)@")
 
 @pytest.fixture
 def store(pg_database, tmp_path):
-    try:
-        from aigen.store import open_store
-    except ImportError:
-        pytest.skip("needs the PostgreSQL store (aigen.store.open_store)")
+    from aigen.store import open_store
+
     s = open_store(Home(tmp_path / "setup", "--home"), env={"AIGEN_DATABASE_URL": pg_database})
     assert s.backend == "postgresql"
     yield s
-    s.close()
+    s.close_all()
 
 
 @pytest.fixture

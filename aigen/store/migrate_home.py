@@ -168,7 +168,7 @@ class HomeMigration:
         return {r["name"] for r in self.src.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
     def _rows(self, table: str, where: str = "", params=()) -> list[dict]:
-        order = KEYS[table]
+        order = "created_at, id" if table == "generations" else KEYS[table]  # oldest generation first
         return self.src.query(f"SELECT * FROM {table} {where} ORDER BY {order}", params)
 
     def _cols(self, table: str) -> list[str]:
