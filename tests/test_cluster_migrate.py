@@ -294,3 +294,22 @@ def test_migrate_into_another_embedded_home_twice(made_home, embedded_target):
         assert {t: v["target"] for t, v in data["tables"].items()} == counts
         assert data["files"]["uploaded_now"] == (6 if run == 1 else 0)
     assert (embedded_target[0] / "aigen.db").is_file()
+
+
+def test_a_home_in_use_is_refused(made_home, cluster, tmp_path):
+    import fcntl
+    import shutil
+
+    src, _ = made_home
+    busy = tmp_path / "busy-home"
+    shutil.copytree(src, busy)
+    (busy / "locks").mkdir(exist_ok=True)
+    with open(busy / "locks" / "notify-daemon.4242.lock", "w") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # a notify daemon running on that home
+        r, data = migrate(cluster, busy)
+    assert r.returncode == 2 and "is in use" in data["message"], r.stdout + r.stderr
+    target = open_target(cluster)
+    try:
+        assert target.query_one("SELECT count(*) AS n FROM generations")["n"] == 0
+    finally:
+        close(target)

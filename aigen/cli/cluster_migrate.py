@@ -42,8 +42,8 @@ def _check_source_idle(src_home) -> None:
     if busy:
         raise BadInput(
             f"the home {src_home.path} is in use ({', '.join(busy[:3])}{', ...' if len(busy) > 3 else ''} held): "
-            "a run, a notify daemon or a gallery is still writing it",
-            hint="stop them (let runs finish), then migrate again")
+            "a run or a notify daemon is still writing it",
+            hint="let runs finish and stop the notify daemon (and the gallery), then migrate again")
 
 
 def migrate(
