@@ -193,6 +193,5 @@ CREATE TABLE IF NOT EXISTS notify_daemons (
     seen_at TEXT COLLATE "C" NOT NULL,
     stopped_at TEXT COLLATE "C"
 );
-CREATE INDEX IF NOT EXISTS idx_notify_daemons_seen_at ON notify_daemons (seen_at);
 """),
 ]
