@@ -235,7 +235,7 @@ class Gallery:
         self._setup_media(settings)
         self.secret = self._secret()
         self.codec = SessionCodec(self.secret, settings.clock)
-        self.limiter = LoginLimiter(settings.login_limit, settings.login_window_s, settings.monotonic)
+        self.limiter = LoginLimiter(self.session_store, settings.login_limit, settings.login_window_s, settings.clock)
         self.dedupe = ViewDedupe()
         self.templates = Templates()
         self.sections = SectionCache()
@@ -284,7 +284,11 @@ class Gallery:
     def _secret(self) -> bytes:
         """The home's signing secret; on a read-only home without one (a backup
         that left `secret.key` out), a secret for the life of this process:
-        sessions then work as usual, and no magic link is valid."""
+        sessions then work as usual, and no magic link is valid. AIGEN_SECRET_KEY
+        or AIGEN_SECRET_KEY_FILE, when set, wins in every case."""
+        configured = links.configured_secret()
+        if configured is not None:
+            return configured
         if not self.readonly:
             return links.secret_key(self.home)
         try:
