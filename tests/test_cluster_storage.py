@@ -108,6 +108,9 @@ def test_generate_with_s3_writes_no_file_in_the_home_and_every_object_is_valid_m
         assert len(body) == r["bytes"] and sha(body) == r["sha256"]
         info = probe_bytes(tmp_path, r["path"], body)
         assert (info.width, info.height) == (64, 64)
+    # What the command prints names where the files are: in S3, not in the home.
+    url = s3_env["AIGEN_STORAGE_URL"]
+    assert data["images"] == [f"{url}/{r['path']}" for r in rows if r["kind"] == "image"]
     poster = [r["poster_path"] for r in rows if r["kind"] == "video"][0]
     assert probe_bytes(tmp_path, poster, st.read_bytes(poster)).format == "jpeg"
 

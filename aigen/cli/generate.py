@@ -166,9 +166,10 @@ def _start(state, store, home, gen_id, gen_row, user, images, videos, image_prov
     if not as_json and not quiet:
         for note in gen_row["options"].get("notes") or []:
             console.print(f"[dim]Note: {escape(note)}[/]", highlight=False)
+        into = config.stored_location(home.path, f"generated_content/{user}/{gen_id}")
         console.print(
             f"Generation [bold]{gen_id}[/] for {user}: {_count(images, 'image')} ({image_provider}), "
-            f"{_count(videos, 'video')} ({video_provider}) into {home.content_dir / user / gen_id}"
+            f"{_count(videos, 'video')} ({video_provider}) into {into}"
         )
     from aigen.cli.runview import run_foreground
 
