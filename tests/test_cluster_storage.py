@@ -488,3 +488,18 @@ def test_the_embedded_path_still_loads_no_s3_library_when_generating(home, tmp_p
     assert "LOADED []" in out.stdout, out.stdout
     assert len(files_under(home / "generated_content")) == 1
 
+
+
+def test_a_bad_delivery_setting_or_url_lifetime_is_refused_at_start(home, s3_env, monkeypatch):
+    from fakes.web import open_home
+
+    h, store = open_home(home)
+    st = s3_storage(s3_env)
+    with pytest.raises(BadInput, match="AIGEN_MEDIA_DELIVERY='proxy' is not understood"):
+        make_app(WebSettings(home=h, store=store, storage=st, media_delivery="proxy"))
+    monkeypatch.setenv("AIGEN_MEDIA_URL_TTL", "5")
+    with pytest.raises(BadInput, match="60 s to 7 days"):
+        make_app(WebSettings(home=h, store=store, storage=st))
+    monkeypatch.setenv("AIGEN_MEDIA_URL_TTL", "soon")
+    with pytest.raises(BadInput, match="not a whole number"):
+        make_app(WebSettings(home=h, store=store, storage=st))

@@ -1,8 +1,10 @@
 """Where generated files are kept: a folder in the home, or S3-compatible object storage.
 
 This is the ``Storage`` seam of the cluster shape (see DESIGN.md, "Two shapes").
-Nothing in the embedded path imports it yet; the pipeline and the gallery will
-go through it in the cluster step.
+The pipeline (aigen.pipeline.run), the gallery's media route and `aigen doctor`
+go through it; with the default LocalStorage they do exactly what they did
+before it existed (files renamed into place in the home, served from there).
+`aigen --help` and `aigen status` never import it.
 
 Keys mirror today's layout, ``generated_content/<user>/<generation>/<file>``,
 relative to the home (local) or to the bucket's prefix (S3). User ids are
