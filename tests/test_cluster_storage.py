@@ -503,3 +503,31 @@ def test_a_bad_delivery_setting_or_url_lifetime_is_refused_at_start(home, s3_env
     monkeypatch.setenv("AIGEN_MEDIA_URL_TTL", "soon")
     with pytest.raises(BadInput, match="not a whole number"):
         make_app(WebSettings(home=h, store=store, storage=st))
+
+
+def test_an_unreachable_store_fails_each_asset_with_one_line_before_any_provider_is_paid(cli, home, s3_env, calls,
+                                                                                         monkeypatch):
+    # The kept-file check (a HEAD of the final key) comes before the provider call: with the store down, no
+    # provider is paid for a file that could not be stored.
+    for k, v in {**s3_env, "AIGEN_S3_ENDPOINT_URL": "http://127.0.0.1:1", "AIGEN_S3_MAX_ATTEMPTS": "1",
+                 "AIGEN_S3_CONNECT_TIMEOUT": "1"}.items():
+        monkeypatch.setenv(k, v)
+    r = cli("generate", "a quiet lake", "--user", "ann", "--images", "2", "--videos", "0", "--image-provider",
+            "flaky", "--image-size", "64x64", "--json")
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    data = json.loads(r.output)
+    errors = [a["error"] for a in data["assets"]]
+    assert all("cannot reach the S3 endpoint" in e for e in errors), errors
+    assert calls() == []
+    assert files_under(home / "generated_content") == []
+
+
+def test_doctor_names_a_partial_file_left_in_the_scratch_folder(cli, home):
+    r = cli("status")
+    part = home / "scratch" / "abc123" / f".image_1.png.{2**22 + 12345}.abcd1234.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"half")
+    r = cli("doctor", "--json")
+    assert str(part) in r.output and "temp_file" in r.output
+    r = cli("doctor", "--remove-temp", "--json")
+    assert not part.exists()

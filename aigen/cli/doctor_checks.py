@@ -250,8 +250,12 @@ def check_home(home, *, deep: bool, storage=None, env=None) -> Report:
                 )
 
     # Temporary files whose writer is gone.
-    if content.is_dir():
-        for part in sorted(content.glob(f"*/*/.*{PART_SUFFIX}")):
+    # (Also in scratch/<generation>/, where files bound for object storage are checked before their upload.)
+    scratch = home.path / "scratch"
+    parts = sorted(content.glob(f"*/*/.*{PART_SUFFIX}")) if content.is_dir() else []
+    parts += sorted(scratch.glob(f"*/.*{PART_SUFFIX}")) if scratch.is_dir() else []
+    if parts:
+        for part in parts:
             pid = _temp_writer_pid(part.name, PART_SUFFIX)
             if pid is not None and _pid_alive(pid):
                 continue
