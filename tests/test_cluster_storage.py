@@ -393,6 +393,19 @@ def test_two_gallery_processes_on_one_home_share_sessions_logout_and_the_login_l
     assert not (home / "secret.key").exists()  # the configured secret is used, no per-home key is made
 
 
+def test_two_gallery_processes_on_two_hosts_and_one_postgresql_database_share_everything(tmp_path, pg_database):
+    """The real cluster case: two homes (two "hosts", nothing shared on disk), one database, one secret."""
+    import aigen.config
+
+    if not hasattr(aigen.config, "database_url"):
+        pytest.skip("the PostgreSQL store (AIGEN_DATABASE_URL) is not in this tree yet")
+    env = {"AIGEN_DATABASE_URL": pg_database, "AIGEN_SECRET_KEY": SECRET}
+    hosts = [tmp_path / "host-one", tmp_path / "host-two"]
+    two_galleries_share_sessions_logout_and_the_limiter({**env, "AIGEN_HOME": str(hosts[0])},
+                                                        {**env, "AIGEN_HOME": str(hosts[1])})
+    assert not any((h / "secret.key").exists() for h in hosts)
+
+
 def test_the_limiter_is_shared_through_the_database(tmp_path):
     from datetime import datetime, timedelta, timezone
 
