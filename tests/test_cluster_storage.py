@@ -544,3 +544,24 @@ def test_doctor_names_a_partial_file_left_in_the_scratch_folder(cli, home):
     assert str(part) in r.output and "temp_file" in r.output
     r = cli("doctor", "--remove-temp", "--json")
     assert not part.exists()
+
+
+def test_generate_with_postgresql_and_s3_on_a_bare_home_then_doctor(tmp_path, pg_database, s3_env):
+    """A laptop with only the database URL and the storage credentials: rows in PostgreSQL, files in S3, nothing
+    in its home's generated_content/; `aigen doctor` checks the files in the bucket."""
+    import os
+
+    import aigen.config
+
+    if not hasattr(aigen.config, "database_url"):
+        pytest.skip("the PostgreSQL store (AIGEN_DATABASE_URL) is not in this tree yet")
+    env = {**os.environ, **s3_env, "AIGEN_DATABASE_URL": pg_database, "AIGEN_HOME": str(tmp_path / "laptop")}
+    p = subprocess.run([sys.executable, "-m", "aigen", "generate", "a fox", "--user", "ann", *SMALL, "--json"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr + p.stdout
+    assert json.loads(p.stdout)["status"] == "Completed"
+    assert files_under(tmp_path / "laptop" / "generated_content") == []
+    assert len(s3_storage(s3_env).list("")) == 4
+    p = subprocess.run([sys.executable, "-m", "aigen", "doctor"], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert p.returncode == 0 and "3 file(s) checked" in " ".join(p.stdout.split()), p.stderr + p.stdout
