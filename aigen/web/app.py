@@ -111,7 +111,9 @@ class WebSettings:
     login_window_s: float = 60.0
     # How often a page with work in progress asks whether it is done.
     poll_ms: int = 3000
+    # The wall clock: sessions, links and the login limiter (kept in the database, the same on every host).
     clock: Callable[[], datetime] = utcnow
+    # Unused since the login limiter moved into the database; kept so that callers passing it still work.
     monotonic: Callable[[], float] = time.monotonic
     store: Store | None = field(default=None, repr=False)
     # Where the files are (aigen.storage): None is the configured one (AIGEN_STORAGE_URL, else the home).
