@@ -66,8 +66,11 @@ def probe_bytes(tmp_path: Path, key: str, data: bytes):
 
 
 def made_in_s3(home: Path, s3_env, user: str, prompt: str, *, images: int = 2, videos: int = 1,
-               video_size: str = "320x240", duration: float = 1.5):
-    """A generation made by the real pipeline (`local` provider) straight into S3; its store and id."""
+               video_size: str = "320x240", duration: float = 1.5, worker: Path | None = None):
+    """A generation made by the real pipeline (`local` provider) straight into S3; its store and id.
+
+    With `worker`, the pipeline runs with that other, empty home (another machine: its own scratch and locks,
+    no folder shared with `home`, only the database and the bucket)."""
     h = resolve_home(home)
     h.ensure()
     store = Store(h.db_path)
@@ -76,7 +79,11 @@ def made_in_s3(home: Path, s3_env, user: str, prompt: str, *, images: int = 2, v
                        fps=24, seed=11)
     gen, assets = prepare(spec, home=h.path)
     gid = store.create_generation(gen, assets)
-    result = Runner(store, h, storage=s3_storage(s3_env)).run(gid)
+    runner_home = h
+    if worker is not None:
+        runner_home = resolve_home(worker)
+        runner_home.ensure()
+    result = Runner(store, runner_home, storage=s3_storage(s3_env)).run(gid)
     assert result.generation["status"] == "Completed", result.generation.get("error")
     return h, store, gid
 
@@ -194,9 +201,13 @@ class Http:
 
 @pytest.fixture
 def s3_site(tmp_path, s3_env):
-    """alice's and bob's generations made into S3, and a gallery per delivery mode over HTTP."""
-    h, store, gid = made_in_s3(tmp_path / "home", s3_env, "alice", "a red fox at dawn", images=1, videos=1)
-    _, _, bob_gid = made_in_s3(tmp_path / "home", s3_env, "bob", "blue waves", images=1, videos=0)
+    """alice's and bob's generations made into S3 by a "worker machine" (its own empty home), and a gallery per
+    delivery mode over HTTP on the office home, which never holds a file."""
+    h, store, gid = made_in_s3(tmp_path / "home", s3_env, "alice", "a red fox at dawn", images=1, videos=1,
+                               worker=tmp_path / "worker")
+    _, _, bob_gid = made_in_s3(tmp_path / "home", s3_env, "bob", "blue waves", images=1, videos=0,
+                               worker=tmp_path / "worker")
+    assert files_under(h.content_dir) == [] and files_under(tmp_path / "worker" / "generated_content") == []
     servers = []
 
     def serve(delivery: str):
