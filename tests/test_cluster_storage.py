@@ -529,21 +529,40 @@ def test_a_bad_delivery_setting_or_url_lifetime_is_refused_at_start(home, s3_env
         make_app(WebSettings(home=h, store=store, storage=st))
 
 
-def test_an_unreachable_store_fails_each_asset_with_one_line_before_any_provider_is_paid(cli, home, s3_env, calls,
-                                                                                         monkeypatch):
-    # The kept-file check (a HEAD of the final key) comes before the provider call: with the store down, no
-    # provider is paid for a file that could not be stored.
-    for k, v in {**s3_env, "AIGEN_S3_ENDPOINT_URL": "http://127.0.0.1:1", "AIGEN_S3_MAX_ATTEMPTS": "1",
-                 "AIGEN_S3_CONNECT_TIMEOUT": "1"}.items():
+def test_an_unreachable_store_is_one_line_at_start_and_nothing_is_written_or_paid(cli, home, s3_env, calls,
+                                                                                 monkeypatch):
+    down = {**s3_env, "AIGEN_S3_ENDPOINT_URL": "http://127.0.0.1:1", "AIGEN_S3_MAX_ATTEMPTS": "1",
+            "AIGEN_S3_CONNECT_TIMEOUT": "1"}
+    for k, v in down.items():
         monkeypatch.setenv(k, v)
     r = cli("generate", "a quiet lake", "--user", "ann", "--images", "2", "--videos", "0", "--image-provider",
             "flaky", "--image-size", "64x64", "--json")
-    assert r.exit_code != 0 and "Traceback" not in r.output
-    data = json.loads(r.output)
-    errors = [a["error"] for a in data["assets"]]
-    assert all("cannot reach the S3 endpoint" in e for e in errors), errors
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "cannot reach the S3 endpoint" in json.loads(r.output)["message"]
+    assert calls() == [] and Store(home / "aigen.db").query("SELECT id FROM generations") == []
+    for bad, message in (("ftp://x", "AIGEN_STORAGE_URL='ftp://x' is not understood"),
+                         (f"s3://no-such-bucket-{home.name}x/p", "does not exist")):
+        monkeypatch.setenv("AIGEN_STORAGE_URL", bad)
+        monkeypatch.setenv("AIGEN_S3_ENDPOINT_URL", s3_env["AIGEN_S3_ENDPOINT_URL"])
+        r = cli("generate", "a quiet lake", "--user", "ann", "--images", "1", "--videos", "0", "--image-size",
+                "64x64", "--dry-run")
+        assert r.exit_code in (1, 2) and message in r.output and "Traceback" not in r.output, r.output
+
+
+def test_a_store_that_goes_down_mid_run_fails_the_next_assets_before_their_provider_is_paid(home, calls, s3_env):
+    # The kept-file check (a HEAD of the final key) comes before the provider call.
+    from aigen.storage import from_config
+
+    h, store, gid = new_generation(home, images=2)
+    down = from_config(None, {**s3_env, "AIGEN_S3_ENDPOINT_URL": "http://127.0.0.1:1", "AIGEN_S3_MAX_ATTEMPTS": "1",
+                              "AIGEN_S3_CONNECT_TIMEOUT": "1"})
+    result = Runner(store, h, storage=down).run(gid)
+    assert result.generation["status"] == "Failed"
+    assert all("cannot reach the S3 endpoint" in a["error"] for a in result.assets), result.assets
     assert calls() == []
-    assert files_under(home / "generated_content") == []
+    # Once it is back, `aigen retry` makes them.
+    result = Runner(store, h, storage=s3_storage(s3_env)).run(gid)
+    assert result.generation["status"] == "Completed" and len(calls()) == 2
 
 
 def test_doctor_names_a_partial_file_left_in_the_scratch_folder(cli, home):

@@ -124,6 +124,15 @@ def generate(
         )
         home = state.home
         gen_row, asset_rows = prepare(spec, home=home.path)
+        if os.environ.get("AIGEN_STORAGE_URL"):
+            # Files go to object storage: a bad URL, a missing bucket or refused credentials are said now, in
+            # one line, before a row is written or a provider is paid. (Unset: nothing is loaded.)
+            from aigen.storage import from_config
+
+            storage = from_config(home.path)
+            check = getattr(storage, "check", None)
+            if check is not None:
+                check()
         if dry_run:
             _print_plan(gen_row, asset_rows, home=home.path, seed_given=seed is not None, as_json=as_json)
             raise typer.Exit(0)
