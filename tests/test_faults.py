@@ -550,7 +550,17 @@ def test_a_home_that_fills_up_on_its_first_run_is_completed_by_retry_once_space_
     the generation once the device has room again."""
     mnt = tmp_path / "tiny"
     mnt.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k,mode=0700", "tmpfs", str(mnt)],
+    # Room for a fresh database (its size grows with every migration) and about 100 KiB more: the run's first
+    # files fill the device, with the write-ahead log still holding the database's pages.
+    from aigen.store import Store
+
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    fresh_store = Store(probe / "aigen.db")
+    fresh = sum(f.stat().st_size for f in probe.iterdir())
+    fresh_store.close()
+    size_k = -(-(fresh + 104_904) // 4096) * 4  # 400k before migration 0012
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_k}k,mode=0700", "tmpfs", str(mnt)],
                        capture_output=True, text=True)
     if p.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
