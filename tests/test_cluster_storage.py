@@ -406,10 +406,6 @@ def test_two_gallery_processes_on_one_home_share_sessions_logout_and_the_login_l
 
 def test_two_gallery_processes_on_two_hosts_and_one_postgresql_database_share_everything(tmp_path, pg_database):
     """The real cluster case: two homes (two "hosts", nothing shared on disk), one database, one secret."""
-    import aigen.config
-
-    if not hasattr(aigen.config, "database_url"):
-        pytest.skip("the PostgreSQL store (AIGEN_DATABASE_URL) is not in this tree yet")
     env = {"AIGEN_DATABASE_URL": pg_database, "AIGEN_SECRET_KEY": SECRET}
     hosts = [tmp_path / "host-one", tmp_path / "host-two"]
     two_galleries_share_sessions_logout_and_the_limiter({**env, "AIGEN_HOME": str(hosts[0])},
@@ -581,10 +577,6 @@ def test_generate_with_postgresql_and_s3_on_a_bare_home_then_doctor(tmp_path, pg
     in its home's generated_content/; `aigen doctor` checks the files in the bucket."""
     import os
 
-    import aigen.config
-
-    if not hasattr(aigen.config, "database_url"):
-        pytest.skip("the PostgreSQL store (AIGEN_DATABASE_URL) is not in this tree yet")
     env = {**os.environ, **s3_env, "AIGEN_DATABASE_URL": pg_database, "AIGEN_HOME": str(tmp_path / "laptop")}
     p = subprocess.run([sys.executable, "-m", "aigen", "generate", "a fox", "--user", "ann", *SMALL, "--json"],
                        capture_output=True, text=True, env=env, timeout=120)
