@@ -66,14 +66,14 @@ def probe_bytes(tmp_path: Path, key: str, data: bytes):
 
 
 def made_in_s3(home: Path, s3_env, user: str, prompt: str, *, images: int = 2, videos: int = 1,
-               video_size: str = "320x240", duration: float = 1.5, worker: Path | None = None):
+               video_size: str = "320x240", duration: float = 1.5, worker: Path | None = None, store=None):
     """A generation made by the real pipeline (`local` provider) straight into S3; its store and id.
 
     With `worker`, the pipeline runs with that other, empty home (another machine: its own scratch and locks,
     no folder shared with `home`, only the database and the bucket)."""
     h = resolve_home(home)
     h.ensure()
-    store = Store(h.db_path)
+    store = store if store is not None else Store(h.db_path)
     spec = RequestSpec(user_id=user, prompt=prompt, images=images, videos=videos, image_provider="local",
                        video_provider="local", image_size="64x64", video_size=video_size, duration=duration,
                        fps=24, seed=11)
@@ -199,14 +199,22 @@ class Http:
         return r.status, {k.lower(): v for k, v in r.getheaders()}, body
 
 
-@pytest.fixture
-def s3_site(tmp_path, s3_env):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def s3_site(request, tmp_path, s3_env):
     """alice's and bob's generations made into S3 by a "worker machine" (its own empty home), and a gallery per
-    delivery mode over HTTP on the office home, which never holds a file."""
+    delivery mode over HTTP on the office home, which never holds a file; the store in the office home's SQLite
+    or in PostgreSQL (the cluster case)."""
+    store = None
+    if request.param == "postgresql":
+        from aigen.store import open_store
+
+        store = open_store(tmp_path / "home", env={"AIGEN_DATABASE_URL": request.getfixturevalue("pg_database")})
+        request.addfinalizer(store.close_all)
     h, store, gid = made_in_s3(tmp_path / "home", s3_env, "alice", "a red fox at dawn", images=1, videos=1,
-                               worker=tmp_path / "worker")
+                               worker=tmp_path / "worker", store=store)
     _, _, bob_gid = made_in_s3(tmp_path / "home", s3_env, "bob", "blue waves", images=1, videos=0,
-                               worker=tmp_path / "worker")
+                               worker=tmp_path / "worker", store=store)
+    assert store.backend == request.param
     assert files_under(h.content_dir) == [] and files_under(tmp_path / "worker" / "generated_content") == []
     servers = []
 
