@@ -6,6 +6,15 @@ fast one, no worker idles on a semaphore, and the cap holds however many
 generations run at once. A generation is run by one process at a time: an exclusive lock
 file is held for the run, which the OS releases even on SIGKILL, so a killed
 run can be resumed at once by `aigen retry`.
+
+Kept files go through the Storage layer (aigen.storage, ``Runner.storage``).
+With the home's folder (the default) a file is written next to its final name,
+checked, and renamed into place, as always. With S3 (AIGEN_STORAGE_URL) it is
+written and checked in ``<home>/scratch/<generation>/``, then uploaded under
+the same key (``generated_content/<user>/<generation>/<file>``, what
+assets.path holds) before the row says it is done; nothing is written under
+generated_content/. The kept-after-a-crash check downloads an object already
+at its final key and checks it like a local file.
 """
 
 from __future__ import annotations
