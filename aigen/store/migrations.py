@@ -305,6 +305,26 @@ def m0010_sessions_ended_at(db):
         users.add_column("sessions_ended_at", str)
 
 
+@migrations(name="0012_login_failures")
+def m0012_login_failures(db):
+    # Failed gallery logins, one row each, so that every gallery process
+    # sharing the database counts them alike (the limit is per address per
+    # window, see aigen.web.auth.LoginLimiter). Rows older than the window are
+    # deleted as new failures come in.
+    db["login_failures"].create(
+        {
+            "id": int,
+            "address": str,
+            "at": str,
+        },
+        pk="id",
+        not_null={"address", "at"},
+        if_not_exists=True,
+    )
+    db["login_failures"].create_index(["address", "at"], if_not_exists=True)
+    db["login_failures"].create_index(["at"], if_not_exists=True)
+
+
 @migrations(name="0013_notify_daemons")
 def m0013_notify_daemons(db):
     # Cluster mode: notify daemons run on several machines, so "is a daemon running?" (asked by
