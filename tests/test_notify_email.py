@@ -382,3 +382,59 @@ def test_the_daemon_loop_counts_deliveries_not_attempts(env, smtp, monkeypatch):
     count = notifier(home, store).run(stop, clock=lambda: clock["now"], wait=wait, max_sleep=600)
     assert len(smtp.received) == 1
     assert count == 1  # three attempts, one delivery
+
+
+def test_with_files_in_s3_the_email_has_its_thumbnail_read_from_the_store_and_names_the_s3_location(
+        env, smtp, monkeypatch, s3_env, caplog):
+    """AIGEN_STORAGE_URL: nothing in the home's folder; the thumbnail is read from the real S3 server and the
+    email names s3://BUCKET/PREFIX/generated_content/<user>/<generation>, not a local folder."""
+    from PIL import Image
+
+    from aigen.storage import from_config
+
+    home, store = env
+    point_at(monkeypatch, smtp.port)
+    gid = make_generation(store, home, via=["email"], email="alice@example.com", images=2, image_size=(512, 384))
+    st = from_config(None, s3_env)
+    for a in store.assets(gid):  # the files go to the bucket (put_file removes the local copy), as the pipeline does
+        st.put_file(home.path / a["path"], a["path"])
+    assert not any(p.is_file() for p in home.content_dir.rglob("*"))
+    for k, v in s3_env.items():
+        monkeypatch.setenv(k, v)
+    caplog.set_level(logging.WARNING, logger="aigen.notify")
+    [d] = notifier(home, store).run_once(T0 + timedelta(seconds=1))
+    assert d.channels[0].status == "sent"
+    [got] = smtp.received
+    p = parts(got.message)
+    text, html = p["text/plain"].get_content(), p["text/html"].get_content()
+    where = f"{s3_env['AIGEN_STORAGE_URL']}/generated_content/alice/{gid}"
+    assert f"Files: {where}" in text.splitlines() and f"<code>{where}</code>" in html
+    assert str(home.path) not in text and str(home.path) not in html
+    jpeg = p["image/jpeg"]
+    assert f'src="cid:{jpeg["Content-ID"].strip("<>")}"' in html
+    with Image.open(io.BytesIO(jpeg.get_content())) as im:
+        assert im.format == "JPEG" and im.size == (256, 192)
+        assert im.getpixel((128, 96))[0] > 150, "made from image 1 (red)"
+    assert "no thumbnail" not in caplog.text
+
+
+def test_a_stored_image_over_the_size_cap_or_missing_sends_the_email_without_a_thumbnail(tmp_path, s3_env, caplog):
+    from aigen.notify import message
+    from aigen.storage import from_config
+
+    st = from_config(None, s3_env)
+    (tmp_path / "big.bin").write_bytes(b"\0" * 2048)
+    st.put_file(tmp_path / "big.bin", "generated_content/alice/g1/image_1.png")
+    caplog.set_level(logging.WARNING, logger="aigen.notify")
+    big = message.StoredImage(tmp_path, "generated_content/alice/g1/image_1.png", s3_env)
+    orig = message.THUMBNAIL_MAX_BYTES
+    try:
+        message.THUMBNAIL_MAX_BYTES = 1024
+        assert message.thumbnail_jpeg(message.StoredImage(tmp_path, big.key, s3_env)) is None
+    finally:
+        message.THUMBNAIL_MAX_BYTES = orig
+    assert "more than the 1024 read for a thumbnail" in caplog.text
+    missing = message.StoredImage(tmp_path, "generated_content/alice/g1/image_2.png", s3_env)
+    assert message.thumbnail_jpeg(missing) is None
+    assert "no object is stored under generated_content/alice/g1/image_2.png" in caplog.text
+    assert str(missing) == f"{s3_env['AIGEN_STORAGE_URL']}/generated_content/alice/g1/image_2.png"

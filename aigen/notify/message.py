@@ -10,7 +10,9 @@ from __future__ import annotations
 import html
 import io
 import logging
+import os
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
@@ -23,6 +25,34 @@ log = logging.getLogger("aigen.notify")
 # Delivered later than this after its due time, a notification says it is late.
 LATE_AFTER = timedelta(seconds=60)
 THUMBNAIL_PX = 256
+# The largest stored image read to make a thumbnail from (a bigger one: the email goes out without it).
+THUMBNAIL_MAX_BYTES = 32 << 20
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """An image in object storage (AIGEN_STORAGE_URL), read through aigen.storage when the email is built."""
+
+    home_path: Path
+    key: str
+    env: Mapping[str, str] | None = None
+
+    def __str__(self) -> str:
+        from aigen.config import stored_location
+
+        return stored_location(self.home_path, self.key, self.env)
+
+    def read(self, cap: int | None = None) -> bytes:
+        from aigen.storage import from_config
+
+        cap = THUMBNAIL_MAX_BYTES if cap is None else cap
+
+        storage = from_config(self.home_path, self.env)
+        size = storage.size(self.key)
+        if size > cap:
+            raise ValueError(f"it has {size} bytes, more than the {cap} read for a thumbnail")
+        with storage.open_range(self.key, 0, None) as body:
+            return body.read(cap)
 
 
 @dataclass
@@ -38,12 +68,12 @@ class Notice:
     retry_command: str | None
     link: str
     link_valid: str  # "7 days"
-    folder: str
+    folder: str  # where the files are: the folder in the home, or s3://BUCKET/PREFIX/generated_content/...
     due_at: datetime
     now: datetime
     late_by: timedelta | None
     due_text: str  # the due time in local time, for the late note
-    thumbnail: Path | None  # the image to make the email thumbnail from
+    thumbnail: "Path | StoredImage | None"  # the image to make the email thumbnail from (a file, or in S3)
     retry_lead: str = "Make the missing assets with:"  # or: every missing asset was refused (--include-refused)
 
     @property
@@ -127,7 +157,11 @@ class Notice:
 
 
 def compose(home: Home, gen: dict, assets: list[dict], *, link: str, link_valid: str, due_at: datetime,
-            now: datetime, tz: tzinfo | None = None) -> Notice:
+            now: datetime, tz: tzinfo | None = None, env: Mapping[str, str] | None = None) -> Notice:
+    """`env` (default: the process's) says where the files are: AIGEN_STORAGE_URL, as for `aigen generate`."""
+    from aigen.config import stored_location
+
+    env = os.environ if env is None else env
     images = [a for a in assets if a["kind"] == "image"]
     videos = [a for a in assets if a["kind"] == "video"]
     ok = gen["status"] == "Completed"
@@ -167,39 +201,52 @@ def compose(home: Home, gen: dict, assets: list[dict], *, link: str, link_valid:
         retry_command=retry,
         link=link,
         link_valid=link_valid,
-        folder=str(home.content_dir / gen["user_id"] / gen["id"]),
+        folder=stored_location(home.path, f"generated_content/{gen['user_id']}/{gen['id']}", env),
         due_at=due_at,
         now=now,
         late_by=late if late > LATE_AFTER else None,
         due_text=f"{local_due:%Y-%m-%d %H:%M} {local_due.tzname() or ''}".rstrip(),
-        thumbnail=_thumbnail_source(home, assets),
+        thumbnail=_thumbnail_source(home, assets, env),
         retry_lead=retryhint.lead(assets),
     )
 
 
-def thumbnail_jpeg(path: Path, size: int = THUMBNAIL_PX) -> bytes | None:
-    """A small JPEG of an image, or None when it cannot be read (an email goes out without it)."""
+def thumbnail_jpeg(path: "Path | StoredImage", size: int = THUMBNAIL_PX) -> bytes | None:
+    """A small JPEG of an image (a file, or read from object storage), or None when it cannot be read
+    (an email goes out without it)."""
     try:
         from PIL import Image
 
-        with Image.open(path) as im:
+        source = io.BytesIO(path.read()) if isinstance(path, StoredImage) else path
+        with Image.open(source) as im:
             im = im.convert("RGB")
             im.thumbnail((size, size))
             buf = io.BytesIO()
             im.save(buf, format="JPEG", quality=82, optimize=True)
             return buf.getvalue()
     except Exception as exc:  # a missing or unreadable file must not stop the notification
-        log.warning("no thumbnail from %s: %s", path, exc)
+        log.warning("no thumbnail from %s: %s", path, getattr(exc, "message", None) or exc)
         return None
 
 
-def _thumbnail_source(home: Home, assets: list[dict]) -> Path | None:
+def _thumbnail_source(home: Home, assets: list[dict], env: Mapping[str, str]) -> "Path | StoredImage | None":
     done = [a for a in assets if a["status"] == "done" and a.get("path")]
+    key = None
     for a in sorted((a for a in done if a["kind"] == "image"), key=lambda a: a["idx"]):
-        return home.path / a["path"]
-    for a in sorted((a for a in done if a["kind"] == "video" and a.get("poster_path")), key=lambda a: a["idx"]):
-        return home.path / a["poster_path"]
-    return None
+        key = a["path"]
+        break
+    else:
+        for a in sorted((a for a in done if a["kind"] == "video" and a.get("poster_path")), key=lambda a: a["idx"]):
+            key = a["poster_path"]
+            break
+    if key is None:
+        return None
+    url = (env.get("AIGEN_STORAGE_URL") or "").strip()
+    if not url:
+        return home.path / key  # the home's folder, read as a file (no storage code loaded)
+    if url.startswith("file:///"):
+        return Path(url[len("file://"):]) / key
+    return StoredImage(home.path, key, env)
 
 
 def _failure_text(gen: dict, assets: list[dict]) -> str:
