@@ -31,7 +31,8 @@ def doctor(
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
 ) -> None:
     """Check the home: the database (PRAGMA quick_check), every file it lists (size; sha256 with --deep),
-    folders no generation knows, stalled runs, stale locks and temporary files.
+    folders no generation knows, stalled runs, stale locks, temporary files, and (files in S3) checked files
+    in scratch/ waiting for their upload (`aigen retry ID` uploads them without calling the provider).
 
     Prints each problem with the command that mends it; changes nothing unless a mend
     flag is given. Works on a read-only home (a mend flag there is refused). Exit codes:
