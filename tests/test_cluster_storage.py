@@ -658,3 +658,100 @@ def test_a_refused_upload_keeps_the_checked_file_and_retry_uploads_it_without_ca
     assert len(poster) == 1 and st.read_bytes(poster[0])[:2] == b"\xff\xd8"
     r = cli("doctor", "--json")
     assert r.exit_code == 0 and json.loads(r.output)["problems"] == [], r.output
+
+
+class TcpProxy:
+    """A TCP relay to the S3 server that can be cut off: the store going down, mid-run, for real."""
+
+    def __init__(self, upstream: str):
+        import socket
+        import threading
+
+        u = urllib.parse.urlsplit(upstream)
+        self.target = (u.hostname, u.port)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.open: list = []
+        self.down = False
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.down:  # refused: nothing listens any more
+                client.close()
+                return
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def cut(self):
+        import socket
+
+        self.down = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() (a close alone would not, on Linux)
+        except OSError:
+            pass
+        self.sock.close()
+        with self.lock:
+            for s in self.open:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+                except OSError:
+                    pass
+
+
+def test_a_store_that_goes_down_during_the_provider_call_keeps_the_paid_file_for_retry(home, calls, s3_env):
+    from aigen.storage import from_config
+
+    h, store, gid = new_generation(home, images=2)
+    proxy = TcpProxy(s3_env["AIGEN_S3_ENDPOINT_URL"])
+    via_proxy = from_config(None, {**s3_env, "AIGEN_S3_ENDPOINT_URL": proxy.url, "AIGEN_S3_MAX_ATTEMPTS": "1",
+                                   "AIGEN_S3_CONNECT_TIMEOUT": "1"})
+
+    def listener(asset, state, fraction, error):
+        if state == "running":  # the kept-file HEADs went through; the provider is about to be called
+            proxy.cut()
+
+    result = Runner(store, h, storage=via_proxy, listener=listener).run(gid)
+    assert result.generation["status"] == "Failed"
+    assert len(calls()) == 2
+    scratch = h.path / "scratch" / gid
+    for a in result.assets:
+        assert a["error_code"] == "upload_pending", a
+        assert "cannot reach the S3 endpoint to upload" in a["error"] and "without calling the provider again" in \
+            a["error"], a["error"]
+    assert sorted(p.name for p in files_under(scratch)) == ["image_1.png", "image_2.png"]
+    kept = {p.name: sha(p.read_bytes()) for p in files_under(scratch)}
+    # The store is back: the retry uploads the kept files, with no provider call.
+    st = s3_storage(s3_env)
+    result = Runner(store, h, storage=st).run(gid)
+    assert result.generation["status"] == "Completed" and len(calls()) == 2
+    assert files_under(h.path / "scratch") == []
+    for a in result.assets:
+        assert sha(st.read_bytes(a["path"])) == a["sha256"] == kept[a["path"].rsplit("/", 1)[-1]]
