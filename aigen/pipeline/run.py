@@ -676,6 +676,9 @@ class Runner:
             else:
                 self.storage.put_file(tmp, key)
             return key
+        except (AigenError, OSError) as e:  # a known fault (the store refused, a full disk): one line
+            log.warning("could not make a poster for %s: %s", video_key, getattr(e, "message", None) or e)
+            return None
         except Exception:
             log.warning("could not make a poster for %s", video_key, exc_info=True)
             return None
