@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from aigen import __version__
+from aigen.cli import cluster as _cluster
 from aigen.cli import doctor as _doctor
 from aigen.cli import events as _events
 from aigen.cli import generate as _generate
@@ -108,6 +109,9 @@ app.command("serve")(_serve.serve)
 app.command("events")(_events.events)
 app.add_typer(_user.app, name="user")
 app.command("doctor")(_doctor.doctor)
+app.command("worker")(_cluster.worker)
+app.command("cancel")(_cluster.cancel)
+app.add_typer(_cluster.app, name="cluster")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,4 +14,20 @@ from __future__ import annotations
 
 # (name, SQL run in one transaction). Filled from 0001 on; cluster-only migrations append at the end.
 PG_MIGRATIONS: list[tuple[str, str]] = [
+    ("0011_cluster_workers", """
+CREATE TABLE IF NOT EXISTS workers (
+    executor_id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    heartbeat_at TEXT NOT NULL,
+    state TEXT NOT NULL,
+    providers TEXT,
+    jobs INTEGER,
+    recovered_by TEXT,
+    recovered_at TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_workers_state_heartbeat_at ON workers (state, heartbeat_at);
+ALTER TABLE generations ADD COLUMN IF NOT EXISTS cancel_requested_at TEXT;
+"""),
 ]
