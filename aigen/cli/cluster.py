@@ -156,7 +156,7 @@ def _cancel(url, store, gen_id: str) -> dict:
     running = sum(1 for a in store.assets(gen_id) if a["status"] == "running")
     status = store.finalize_generation(gen_id)
     store.log_event("generation_cancelled", generation_id=gen_id, user_id=gen["user_id"],
-                    workflows=n_wf, cancelled_assets=cancelled, running=running)
+                    detail=f"{n_wf} workflow(s) cancelled, {cancelled} asset(s) not made, {running} running")
     return {"id": gen_id, "status": status, "already_final": False, "cancelled_assets": cancelled,
             "running": running, "workflows": n_wf}
 

@@ -225,8 +225,8 @@ class Worker:
 
         handles = DBOS._recover_pending_workflows(executor_ids)
         for eid in executor_ids:
-            self.store.log_event("worker_recovered", executor_id=eid, by=self.s.executor_id,
-                                 workflows=len(handles))
+            self.store.log_event("worker_recovered", reason=f"heartbeat older than {self.s.dead_after_s:g} s",
+                                 detail=f"{self.s.executor_id} took over {eid} ({len(handles)} workflow(s))")
         return len(handles)
 
     # -- the process ----------------------------------------------------------
