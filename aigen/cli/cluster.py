@@ -140,12 +140,13 @@ def _cancel(url, store, gen_id: str) -> dict:
     if gen["status"] != "Processing" and all(a["status"] in ("done", "failed") for a in assets):
         return {"id": gen_id, "status": gen["status"], "already_final": True, "cancelled_assets": 0,
                 "running": 0, "workflows": 0}
-    store.set_generation_fields(gen_id, cancel_requested_at=iso(utcnow()))
     client = _client(url)
     try:
+        # First off the queues (nothing new starts), then the flag the running calls check.
         n_wf = client.cancel_generation(gen_id)
     finally:
         client.close()
+    store.set_generation_fields(gen_id, cancel_requested_at=iso(utcnow()))
     from aigen.cluster.worker import CANCELLED_MSG
 
     cancelled = 0

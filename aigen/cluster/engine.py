@@ -39,6 +39,28 @@ ASSET_WORKFLOW = "aigen_asset"
 FINAL_WF = ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
 
 
+# LISTEN/NOTIFY channel: "there is work on a queue" (an enqueue, a freed slot). Workers
+# poll their queues slowly when idle (near-zero CPU) and at once when notified.
+WAKE_CHANNEL = "aigen_queues"
+
+
+def notify_queues(engine) -> None:
+    """Wake every worker's queue threads (best effort: a lost wake-up only costs one idle poll)."""
+    import sqlalchemy as sa
+
+    try:
+        with engine.begin() as c:
+            c.execute(sa.text(f"NOTIFY {WAKE_CHANNEL}"))
+    except Exception:
+        log.debug("NOTIFY failed", exc_info=True)
+
+
+def _dbos_engine():
+    from dbos._dbos import _get_dbos_instance
+
+    return _get_dbos_instance()._sys_db.engine
+
+
 def queue_name(provider: str) -> str:
     return f"aigen-{provider}"
 
@@ -96,6 +118,7 @@ def generation_workflow(gen_id: str, include_refused: bool = False) -> str:
                 {"workflow_name": ASSET_WORKFLOW, "queue_name": queue_name(a["provider"]),
                  "workflow_id": f"{parent}.a{a['id']}", "app_version": APP_VERSION},
                 gen_id, a["id"], include_refused))
+        notify_queues(_dbos_engine())
         for h in handles:
             try:
                 h.get_result()
@@ -147,6 +170,7 @@ class Client:
                    {"workflow_name": GEN_WORKFLOW, "queue_name": GEN_QUEUE, "workflow_id": wf_id,
                     "app_version": APP_VERSION},
                    gen_id, include_refused)
+        notify_queues(self.client._sys_db.engine)
         return wf_id
 
     def workflows(self, gen_id: str, *, active_only: bool = False) -> list:

@@ -75,6 +75,22 @@ def open_store(home: Home, env: dict):
     return Store(home.db_path)
 
 
+def pg_url(url: str) -> str:
+    """The URL as libpq takes it (no SQLAlchemy driver suffix)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.split('+')[0]}{sep}{rest}" if sep else url
+
+
+def check_database(url: str) -> None:
+    """One clear line (ClusterUnavailable) when the cluster database cannot be reached."""
+    import psycopg
+
+    try:
+        psycopg.connect(pg_url(url), connect_timeout=5).close()
+    except Exception as e:
+        raise describe_db_error(e, url) from None
+
+
 def rate_limiter(provider: str, env: dict) -> dict | None:
     """AIGEN_<PROVIDER>_RATE (calls per minute) as a DBOS limiter, or None."""
     from aigen.config import concurrency_env_var
@@ -108,6 +124,57 @@ class Settings:
     rates: dict[str, dict | None] = field(default_factory=dict)
 
 
+class Waker:
+    """Lets a NOTIFY cut short the DBOS queue threads' polling waits.
+
+    DBOS polls each queue every polling_interval_sec. Its queue threads wait on
+    one stop event; this replaces that event's wait() so that it also returns
+    (as "poll now") when wake() is called: idle workers poll rarely, yet start a
+    job as soon as it is enqueued or a slot frees.
+    """
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+        self.cond = threading.Condition()
+        self.generation = 0
+        event.wait = self.wait  # the instance attribute shadows Event.wait
+
+    def wake(self) -> None:
+        with self.cond:
+            self.generation += 1
+            self.cond.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        end = None if timeout is None else time.monotonic() + timeout
+        with self.cond:
+            start = self.generation
+            while not self.event.is_set() and self.generation == start:
+                remaining = 0.5 if end is None else min(0.5, end - time.monotonic())
+                if remaining <= 0:
+                    break
+                self.cond.wait(remaining)
+        return self.event.is_set()
+
+
+def listen_for_work(url: str, waker: Waker, stop: threading.Event) -> None:
+    """LISTEN on the wake channel; every notification wakes the queue threads. Reconnects on failure."""
+    import psycopg
+
+    from aigen.cluster.engine import WAKE_CHANNEL
+
+    while not stop.is_set():
+        try:
+            with psycopg.connect(pg_url(url), autocommit=True, connect_timeout=5) as conn:
+                conn.execute(f"LISTEN {WAKE_CHANNEL}")
+                waker.wake()  # anything enqueued while not listening
+                while not stop.is_set():
+                    for _ in conn.notifies(timeout=1.0, stop_after=1):
+                        waker.wake()
+        except Exception:
+            log.debug("wake-up listener lost its connection", exc_info=True)
+            stop.wait(1.0)
+
+
 def default_executor_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
@@ -118,6 +185,7 @@ class Worker:
         self.url = url
         self.s = settings
         self.env = dict(os.environ if env is None else env)
+        check_database(url)
         self.store = open_store(home, self.env)
         self.draining = threading.Event()  # no new jobs
         self.stop_jobs = threading.Event()  # running jobs stop at their next check (hand back)
@@ -176,6 +244,10 @@ class Worker:
         finally:
             with self._lock:
                 self.jobs -= 1
+            if not handed_back:
+                from aigen.cluster.engine import _dbos_engine, notify_queues
+
+                notify_queues(_dbos_engine())  # a slot is free: the next job may start at once
             if handed_back:
                 # Keep this workflow PENDING on this executor: the drain re-enqueues it for
                 # another worker, which makes the asset (or polls its saved job) again.
@@ -223,7 +295,10 @@ class Worker:
     def recover(self, executor_ids: list[str]) -> int:
         from dbos import DBOS
 
+        from aigen.cluster.engine import _dbos_engine, notify_queues
+
         handles = DBOS._recover_pending_workflows(executor_ids)
+        notify_queues(_dbos_engine())
         for eid in executor_ids:
             self.store.log_event("worker_recovered", reason=f"heartbeat older than {self.s.dead_after_s:g} s",
                                  detail=f"{self.s.executor_id} took over {eid} ({len(handles)} workflow(s))")
@@ -243,6 +318,9 @@ class Worker:
             "executor_id": self.s.executor_id,
             "application_version": engine.APP_VERSION,
             "log_level": self.env.get("AIGEN_DBOS_LOG_LEVEL", "WARNING"),
+            # DBOS flushes its coalesced notifications every 10 ms by default, which alone keeps an
+            # idle worker busy; aigen uses no DBOS events or streams, so a slower flush costs nothing.
+            "notification_coalesce_sec": 0.5,
         }
         DBOS(config=config)
         DBOS.listen_queues([engine.GEN_QUEUE, *[engine.queue_name(p) for p in self.s.providers]])
@@ -253,6 +331,22 @@ class Worker:
                                 on_conflict="always_update")
         DBOS.register_queue(engine.GEN_QUEUE, polling_interval_sec=self.s.poll_s, on_conflict="always_update")
         self._limit_this_process()
+        self._wake_on_notify()
+
+    def _wake_on_notify(self) -> None:
+        from dbos._dbos import _get_dbos_instance
+        from dbos._queue import queue_thread
+
+        dbos = _get_dbos_instance()
+        events = dbos.background_thread_stop_events
+        threads = [t for t in dbos._background_threads if getattr(t, "_target", None) is queue_thread]
+        event = threads[0]._args[0] if threads else None
+        if event is None or event not in events:
+            log.warning("cannot hook the DBOS queue thread: queues are polled every %s s", self.s.poll_s)
+            return
+        self.waker = Waker(event)
+        threading.Thread(target=listen_for_work, args=(self.url, self.waker, self.exiting), daemon=True,
+                         name="aigen-wake").start()
 
     def _limit_this_process(self) -> None:
         """--concurrency and the drain, applied to this process only.
@@ -375,7 +469,7 @@ def settings_from(home: Home, env: dict, *, executor_id: str | None, providers: 
         heartbeat_s=_env_float(env, "AIGEN_WORKER_HEARTBEAT", 5.0, 0.05, 600),
         dead_after_s=_env_float(env, "AIGEN_WORKER_DEAD_AFTER", 60.0, 0.2, 86400),
         drain_timeout_s=_env_float(env, "AIGEN_WORKER_DRAIN_TIMEOUT", 30.0, 0, 86400),
-        poll_s=_env_float(env, "AIGEN_QUEUE_POLL", 0.2, 0.01, 60),
+        poll_s=_env_float(env, "AIGEN_QUEUE_POLL", 2.0, 0.01, 60),
     )
     if s.heartbeat_s * 2 > s.dead_after_s:
         s.heartbeat_s = s.dead_after_s / 3
