@@ -264,3 +264,57 @@ def concurrency_cap(provider: str, default: int, *, env=None, home: Path | None 
     if entry and "concurrency" in entry:
         return _parse_cap(entry["concurrency"], f"{path} [providers.{provider}]"), "config.toml"
     return max(1, int(default)), "default"
+
+
+# -- cluster mode: the store on PostgreSQL ---------------------------------------------------------------------
+DATABASE_URL_VAR = "AIGEN_DATABASE_URL"
+
+
+def database_url(env=None, home: Path | None = None) -> str | None:
+    """The PostgreSQL store's URL, or None for the embedded SQLite store (aigen.db in the home).
+
+    ``AIGEN_DATABASE_URL`` wins, then ``database_url`` in the ``[cluster]``
+    table of ``<home>/config.toml``. Only postgresql:// and postgres:// URLs
+    are accepted; anything else is BadInput (exit 2). Messages never show the
+    URL's password.
+    """
+    from aigen.errors import redact_url
+
+    env = os.environ if env is None else env
+    value = env.get(DATABASE_URL_VAR)
+    where = f"the environment ({DATABASE_URL_VAR})"
+    if value is None or not str(value).strip():
+        data, path = read_config_file(home)
+        table = data.get("cluster")
+        if table is None:
+            return None
+        if not isinstance(table, dict):
+            raise BadInput(f"invalid {path}: [cluster] must be a table")
+        value = table.get("database_url")
+        if value is None:
+            return None
+        where = f"{path} [cluster] database_url"
+        if not isinstance(value, str):
+            raise BadInput(f"invalid {where}: it must be a text URL such as postgresql://user@host/aigen")
+        if not value.strip():
+            return None
+    url = str(value).strip()
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in ("postgresql", "postgres"):
+        raise BadInput(
+            f"invalid database URL {redact_url(url)!r} in {where}: only postgresql:// (or postgres://) URLs are "
+            "supported",
+            hint="e.g. postgresql://aigen:PASSWORD@db.example:5432/aigen; leave it unset to keep the store in "
+                 "aigen.db in the home",
+        )
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(url)
+        u.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise BadInput(f"invalid database URL {redact_url(url)!r} in {where}: {exc}") from None
+    if not (u.path or "").strip("/"):
+        raise BadInput(f"invalid database URL {redact_url(url)!r} in {where}: it names no database",
+                       hint="end it with /DATABASE, e.g. postgresql://aigen@db.example/aigen")
+    return url

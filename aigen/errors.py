@@ -191,3 +191,105 @@ def broken_database(db_path, why: str) -> BrokenDatabase:
         hint=f"move it aside (mv {db_path} {db_path}.broken) and restore it from a backup, "
              "or check it with `aigen doctor`; aigen will not overwrite it",
     )
+
+
+# -- the PostgreSQL store (cluster mode) -------------------------------------------------------------------------
+
+class DatabaseUnavailable(AigenError):
+    """The PostgreSQL server could not be reached, or the connection to it was lost (exit 1: try again)."""
+
+    code = "database_unavailable"
+
+
+class DatabaseRefused(BadInput):
+    """The PostgreSQL server refused the configuration: wrong password, unknown user or database (exit 2)."""
+
+    code = "database_refused"
+
+
+def redact_url(url: str | None) -> str:
+    """The database URL without its password (postgresql://user:***@host:port/db), safe to print."""
+    if not url:
+        return ""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        u = urlsplit(url)
+        if u.password is None and "password=" not in (u.query or ""):
+            return url
+        netloc = u.netloc
+        if u.password is not None:
+            userinfo, _, hostport = netloc.rpartition("@")
+            user = userinfo.split(":", 1)[0]
+            netloc = f"{user}:***@{hostport}"
+        import re
+
+        query = re.sub(r"(?i)(password=)[^&]*", r"\1***", u.query or "")
+        return urlunsplit((u.scheme, netloc, u.path, query, u.fragment))
+    except ValueError:
+        return "the configured database URL (not shown: it could not be parsed safely)"
+
+
+def _scrub(text: str, url: str | None) -> str:
+    """Remove the URL's password from a driver message, wherever it appears."""
+    from urllib.parse import unquote, urlsplit
+
+    text = " ".join(str(text).split())
+    try:
+        password = urlsplit(url or "").password
+    except ValueError:
+        password = None
+    if password:
+        for p in {password, unquote(password)}:
+            if p:
+                text = text.replace(p, "***")
+    if url:
+        text = text.replace(url, redact_url(url))
+    return text
+
+
+def describe_pg_error(e: BaseException, url: str | None) -> AigenError | None:
+    """The user-facing error for a psycopg error on the PostgreSQL store, or None for one that is a bug.
+
+    The URL's password never appears in the message (see redact_url).
+    """
+    mod = type(e).__module__ or ""
+    if not mod.startswith("psycopg"):
+        return None
+    import psycopg
+
+    where = redact_url(url) or "the PostgreSQL database"
+    text = _scrub(str(e), url)
+    low = text.lower()
+    hint_env = "the store is set by AIGEN_DATABASE_URL or [cluster] database_url in config.toml"
+    if isinstance(e, psycopg.errors.DiskFull) or "no space left" in low:
+        return NoSpace(f"the PostgreSQL server at {where} has no space left: {text}",
+                       hint="free space on the database server, then run the command again")
+    if isinstance(e, psycopg.errors.TooManyConnections) or "too many clients" in low:
+        return DatabaseUnavailable(f"PostgreSQL at {where} has too many connections: {text}",
+                                   hint="try again later, or raise max_connections on the server")
+    if isinstance(e, psycopg.OperationalError) or isinstance(e, psycopg.InterfaceError):
+        if "password authentication failed" in low or "no password supplied" in low:
+            return DatabaseRefused(f"PostgreSQL at {where} refused the password: {text}",
+                                   hint=f"check the user and password in the URL; {hint_env}")
+        if "does not exist" in low and ("database" in low or "role" in low):
+            return DatabaseRefused(f"PostgreSQL at {where} refused the connection: {text}",
+                                   hint=f"create the database (createdb) or fix the URL; {hint_env}")
+        if "no pg_hba.conf entry" in low or "permission denied" in low:
+            return DatabaseRefused(f"PostgreSQL at {where} refused the connection: {text}",
+                                   hint=f"the server does not allow this user from this machine; {hint_env}")
+        if ("terminating connection" in low or "server closed the connection" in low
+                or "connection is closed" in low or "consuming input failed" in low or "connection is lost" in low
+                or "lost" in low or isinstance(e, psycopg.errors.AdminShutdown)):
+            return DatabaseUnavailable(f"lost the connection to PostgreSQL at {where}: {text}",
+                                       hint="check that the database server is running, then run the command "
+                                            "again (an interrupted generation completes with `aigen retry ID`)")
+        return DatabaseUnavailable(f"cannot reach PostgreSQL at {where}: {text}",
+                                   hint=f"check that the server is running and reachable; {hint_env}")
+    if isinstance(e, psycopg.errors.ReadOnlySqlTransaction):
+        return DatabaseRefused(f"PostgreSQL at {where} is read-only (a standby?): {text}",
+                               hint="point AIGEN_DATABASE_URL at the primary server")
+    if isinstance(e, psycopg.errors.InsufficientPrivilege):
+        return DatabaseRefused(f"PostgreSQL at {where} refused: {text}",
+                               hint="the database user needs the right to create tables and write rows in it")
+    return None

@@ -21,10 +21,30 @@ NO_DESKTOP = DesktopSupport(False, None, "no graphical session: neither DISPLAY 
 HAS_DESKTOP = DesktopSupport(True, "dbus", "plyer via the dbus Python package")
 
 
-@pytest.fixture
-def env(tmp_path):
-    home, store = open_home(tmp_path / "home")
-    return home, store
+@pytest.fixture(params=["sqlite", "postgresql"])
+def env(request, tmp_path):
+    """The home and its store: aigen.db in it, or a fresh PostgreSQL database (cluster mode)."""
+    if request.param == "sqlite":
+        home, store = open_home(tmp_path / "home")
+        yield home, store
+        return
+    from aigen.config import Home
+    from aigen.store.pg import PgStore
+
+    home = Home(tmp_path / "home", "--home")
+    home.ensure()
+    store = PgStore(request.getfixturevalue("pg_database"))
+    yield home, store
+    store.close_all()
+
+
+def own_store(home, store):
+    """Another Store on the same database, with connections of its own (as another process would have)."""
+    if store.backend == "postgresql":
+        from aigen.store.pg import PgStore
+
+        return PgStore(store.url)
+    return Store(home.db_path)
 
 
 def notifier(home, store, console=None, **kw):
@@ -198,7 +218,7 @@ def test_two_daemons_against_one_database_send_each_notification_exactly_once(en
 
     def daemon():
         try:
-            own = Store(home.db_path)  # its own connection, as a second process would have
+            own = own_store(home, store)  # its own connection, as a second process would have
             n = notifier(home, own, shown)
             barrier.wait()
             n.run_once(T0 + timedelta(minutes=1))

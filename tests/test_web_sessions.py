@@ -22,11 +22,22 @@ from aigen.web.app import WebSettings, make_app
 CSRF_RE = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
 
 
-@pytest.fixture
-def env(home):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def env(request, home, monkeypatch):
     # The CLI uses the real clock: start the gallery's clock there too.
     clock = Clock(datetime.now(timezone.utc).replace(microsecond=0))
-    h, store = open_home(home)
+    if request.param == "sqlite":
+        h, store = open_home(home)
+    else:  # the store on PostgreSQL (cluster mode): the CLI in these tests reads it through AIGEN_DATABASE_URL
+        from aigen.config import resolve_home
+        from aigen.store.pg import PgStore
+
+        url = request.getfixturevalue("pg_database")
+        monkeypatch.setenv("AIGEN_DATABASE_URL", url)
+        h = resolve_home(home)
+        h.ensure()
+        store = PgStore(url)
+        request.addfinalizer(store.close_all)
 
     class Env:
         pass
@@ -256,6 +267,7 @@ def test_fetching_a_magic_link_does_not_spend_it_and_a_post_spends_it_once(env):
     assert len(events(env.store, kind="magic_link_login")) == 1
 
 
+@pytest.mark.parametrize("env", ["sqlite"], indirect=True)  # a read-only copy of the home is a copy of aigen.db
 def test_a_link_spent_on_the_home_stays_spent_on_a_read_only_copy_of_it(env, tmp_path):
     """The gallery of a read-only copy keeps its own sessions and spent links in a scratch store; a link spent
     on the home it was copied from must not open a session there, while an unspent one still works."""

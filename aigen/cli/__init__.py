@@ -59,6 +59,17 @@ def _machine_fault(e: BaseException, ctx):
         except Exception:
             pass
         err = describe_sqlite_error(e, db_path)
+    if err is None and (type(e).__module__ or "").startswith("psycopg"):  # the PostgreSQL store (cluster mode)
+        from aigen.errors import describe_pg_error
+
+        url = None
+        try:
+            from aigen.config import database_url
+
+            url = database_url(None, ctx.obj.home.path)
+        except Exception:
+            pass
+        err = describe_pg_error(e, url)
     return err
 
 
@@ -68,6 +79,8 @@ app = typer.Typer(
     help=(
         "Turn one text prompt into videos and images with AI providers, keep every request and file "
         "in a local SQLite store, notify you when they are ready, and browse them in a local gallery.\n\n"
+        "With AIGEN_DATABASE_URL=postgresql://USER:PASSWORD@HOST/DB (or [cluster] database_url in "
+        "HOME/config.toml) the store is that PostgreSQL database instead.\n\n"
         "The `local` provider needs no key and no network: it is a procedural renderer for trying "
         "the system, not an AI model."
     ),

@@ -27,8 +27,21 @@ class State:
         written (a read-only mount, a backup copy) they get the database opened
         read-only; a write through it, or create=True, raises ReadOnlyHome.
         A database that is not usable raises BrokenDatabase and is left as it is.
+        With AIGEN_DATABASE_URL (or [cluster] database_url) set, it is the PostgreSQL
+        store whatever `create` says (see aigen.store.open_store).
         """
         if self._store is None:
+            from aigen.config import database_url
+
+            if database_url(None, self.home.path) is not None:
+                # The PostgreSQL store (cluster mode): the database lives on the server, so a
+                # command that only reads needs no aigen.db in the home, and opens it as it is.
+                from aigen.store import open_store
+
+                if create:
+                    self.home.ensure()
+                self._store = open_store(self.home)
+                return self._store
             from aigen.store.core import Store, check_database_file
 
             db_path = self.home.db_path

@@ -57,6 +57,7 @@ def status(
         print_json({
             "home": str(home.path),
             "home_source": home.source,
+            "store": getattr(store, "backend", "sqlite"),
             "counts": {s: counts.get(s, 0) for s in STATUS_STYLE},
             "generations": [_summary(r) for r in rows],
         })
@@ -64,6 +65,8 @@ def status(
     from rich.table import Table
 
     console.print(f"[dim]Home: {escape(str(home.path))} (from {home.source})[/]", soft_wrap=True)
+    if getattr(store, "backend", "sqlite") == "postgresql":
+        console.print(f"[dim]Store: PostgreSQL at {escape(store.path)}[/]", soft_wrap=True)
     if not rows:
         who = f" for user {escape(user)}" if user else ""
         console.print(f"No generations{who} yet. Make some with: aigen generate \"a prompt\" --user NAME")

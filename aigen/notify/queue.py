@@ -52,6 +52,18 @@ _CLAIMABLE = """
 """
 
 
+def _unplanned_index(store) -> str:
+    """SQLite's INDEXED BY for the scan of unplanned generations (PostgreSQL's planner picks the partial index)."""
+    if getattr(store, "backend", "sqlite") == "sqlite":
+        return "INDEXED BY idx_generations_notify_unplanned "
+    return ""
+
+
+def _greatest(store) -> str:
+    """The larger of two values: SQLite's scalar max(), PostgreSQL's greatest()."""
+    return "max" if getattr(store, "backend", "sqlite") == "sqlite" else "greatest"
+
+
 def parse_notify_via(text: str) -> list[str]:
     """Read ``--notify-via``: comma-separated channels, or ``none``; an empty list means no notification."""
     from aigen.errors import BadInput
@@ -153,7 +165,7 @@ def plan(store, now: datetime, *, generation_id: str | None = None, settle: time
         # INDEXED BY: left to itself the planner walks every Completed
         # generation through the (status, notify_at) index; the partial index
         # holds only the unplanned ones (0.04 ms instead of 33 ms at 200k rows).
-        "FROM generations g INDEXED BY idx_generations_notify_unplanned LEFT JOIN users u ON u.user_id = g.user_id "
+        f"FROM generations g {_unplanned_index(store)}LEFT JOIN users u ON u.user_id = g.user_id "
         "WHERE g.notify_status IS NULL AND g.status IN ('Completed', 'Failed') AND g.generated_at IS NOT NULL"
     )
     if generation_id is not None:
@@ -347,7 +359,7 @@ def next_due(store, now: datetime, *, settle: timedelta = timedelta(0)) -> datet
     """The earliest time something may become claimable (None: nothing is scheduled)."""
     candidates = []
     row = store.query_one(
-        "SELECT min(max(n.due_at, coalesce(n.next_attempt_at, ''))) AS t "
+        f"SELECT min({_greatest(store)}(n.due_at, coalesce(n.next_attempt_at, ''))) AS t "
         "FROM notifications n JOIN generations g ON g.id = n.generation_id "
         "WHERE n.status IN ('pending', 'retrying') "
         "AND g.status IN ('Completed', 'Failed') AND g.generated_at IS NOT NULL"
@@ -358,7 +370,7 @@ def next_due(store, now: datetime, *, settle: timedelta = timedelta(0)) -> datet
     if row and row["t"]:
         candidates.append(parse_utc(row["t"]))
     row = store.query_one(
-        "SELECT min(generated_at) AS t FROM generations INDEXED BY idx_generations_notify_unplanned "
+        f"SELECT min(generated_at) AS t FROM generations {_unplanned_index(store)}"
         "WHERE notify_status IS NULL "
         "AND status IN ('Completed', 'Failed') AND generated_at IS NOT NULL"
     )

@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from aigen.config import Home
-from aigen.errors import AigenError, Busy, MediaCheckError, NoSpace, ProviderError, Refused, describe_os_error
+from aigen.errors import (
+    AigenError,
+    Busy,
+    DatabaseUnavailable,
+    MediaCheckError,
+    NoSpace,
+    ProviderError,
+    Refused,
+    describe_os_error,
+)
 from aigen.pipeline.files import place, remove_stale_parts, sha256_file, temp_path_for
 from aigen.providers.base import AssetOutput, AssetRequest, Provider, get_provider
 from aigen.store import Store
@@ -346,7 +355,7 @@ class Runner:
                 for f in done:
                     try:
                         f.result()  # _run_one raises only when the database itself cannot be written
-                    except NoSpace:
+                    except (NoSpace, DatabaseUnavailable):
                         # Stop the others and wait for them, so no thread still writes when the lock goes.
                         self.stop.set()
                         wait(pending)

@@ -218,6 +218,8 @@ class Store:
     is not a usable database raises BrokenDatabase (exit 2) and is left as it is.
     """
 
+    backend = "sqlite"
+
     def __init__(self, path: str | os.PathLike, *, migrate: bool = True, readonly: bool = False):
         self.path = Path(path)
         self.readonly = readonly

@@ -207,7 +207,12 @@ class Gallery:
         self.home = settings.home
         if not getattr(settings.store, "readonly", False):  # a read-only home is only viewed
             self.home.ensure()
-        self.store = settings.store or Store(self.home.db_path)
+        if settings.store is None:
+            from aigen.store import open_store
+
+            self.store = open_store(self.home)  # aigen.db in the home, or PostgreSQL (cluster mode)
+        else:
+            self.store = settings.store
         self.readonly = bool(getattr(self.store, "readonly", False))
         if self.readonly:
             # A read-only home (a backup, a read-only mount) is only viewed: its

@@ -120,17 +120,15 @@ def spend_link(db, token: str, user_id: str, *, session_key_: str, link_expires:
     and the record one statement, so two POSTs of one link racing each other
     cannot both win.
     """
-    import sqlite3
-
     db.conn.execute("DELETE FROM spent_links WHERE expires_at < ?", (iso(now),))
-    try:
-        db.conn.execute(
-            "INSERT INTO spent_links (token_hash, user_id, spent_at, expires_at, session_id) VALUES (?, ?, ?, ?, ?)",
-            (link_key(token), user_id, iso(now), iso(link_expires), session_key_),
-        )
-    except sqlite3.IntegrityError:
-        return False
-    return True
+    # ON CONFLICT rather than catching the driver's IntegrityError: on PostgreSQL a failed
+    # statement would also abort the caller's transaction (both backends read this the same).
+    cur = db.conn.execute(
+        "INSERT INTO spent_links (token_hash, user_id, spent_at, expires_at, session_id) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT(token_hash) DO NOTHING",
+        (link_key(token), user_id, iso(now), iso(link_expires), session_key_),
+    )
+    return cur.rowcount == 1
 
 
 def link_spent(store: Store, token: str) -> dict | None:
