@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.requests, args.images, args.call_seconds, args.cap = 4, 5, 0.2, 4
-        args.workers, args.latency_samples = "1,2", 3
+        args.workers, args.latency_samples = "2", 3
     counts = [int(x) for x in args.workers.split(",")]
     ideal = args.requests * args.images / args.cap * args.call_seconds
 
