@@ -282,17 +282,22 @@ def test_cancel_stops_a_running_generation_everywhere(cluster):
 
 
 def test_generate_detach_returns_at_once_and_the_queue_waits_for_a_worker(cluster):
+    cluster.start_worker("p", "--providers", "paced")  # a live worker, that does not serve `local`
     t0 = time.monotonic()
     g = cluster.generate(images=3, provider="local")
     assert time.monotonic() - t0 < 30
     assert cluster.gen(g)["status"] == "Processing"
     status = json.loads(cluster.aigen("cluster", "status", "--json").stdout)
-    assert status["workers"] == []
+    assert [w["executor_id"] for w in status["workers"]] == ["p"]
     local = next(q for q in status["queues"] if q["provider"] == "local")
     assert local["queued"] == 3 and local["served"] is False
     # A retry of a generation still queued is refused: it would be made twice.
     busy = cluster.aigen("retry", g)
     assert busy.returncode != 0 and "queued or running on the cluster" in busy.stdout + busy.stderr
+    os.kill(cluster.procs["p"].pid, signal.SIGTERM)  # no live worker at all: still refused (it is queued)
+    assert cluster.procs["p"].wait(30) == 0
+    busy = cluster.aigen("retry", g)
+    assert busy.returncode != 0 and "no worker is running now" in busy.stdout + busy.stderr
     cluster.start_worker("w", "--providers", "local")
     assert cluster.wait_final(g)["status"] == "Completed"
     # A follow in the foreground (no --detach) shows the result like an embedded run.

@@ -250,12 +250,42 @@ def _status(url, state) -> dict:
 
 
 # -- generate / retry in cluster mode -----------------------------------------------
+def use_workers(store, url: str | None) -> bool:
+    """Whether to enqueue for `aigen worker` processes: a cluster database with at least one live worker.
+
+    Without one (a PostgreSQL store nobody runs workers on, or every worker stopped),
+    generate and retry make the assets in this process, as in embedded mode.
+    """
+    if url is None:
+        return False
+    import os
+    from datetime import datetime, timedelta, timezone
+
+    from aigen.store.core import iso
+
+    try:
+        dead_after = float(os.environ.get("AIGEN_WORKER_DEAD_AFTER") or 60)
+    except ValueError:
+        dead_after = 60.0
+    cutoff = iso(datetime.now(timezone.utc) - timedelta(seconds=dead_after))
+    row = store.query_one("SELECT count(*) AS n FROM workers WHERE state IN ('alive', 'draining') "
+                          "AND heartbeat_at >= ?", (cutoff,))
+    return bool(row and row["n"])
+
+
 def enqueue(url: str, gen_id: str, *, include_refused: bool = False) -> str:
     client = _client(url)
     try:
         return client.enqueue_generation(gen_id, include_refused=include_refused)
     finally:
         client.close()
+
+
+def queued_anywhere(url: str, gen_id: str, store) -> bool:
+    """Whether the generation still has workflows queued or running in DBOS (only asked where workers ever ran)."""
+    if not store.query_one("SELECT count(*) AS n FROM workers")["n"]:
+        return False
+    return active_workflows(url, gen_id) > 0
 
 
 def active_workflows(url: str, gen_id: str) -> int:

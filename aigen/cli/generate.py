@@ -146,8 +146,10 @@ def _start(state, store, home, gen_id, gen_row, user, images, videos, image_prov
            detach: bool, as_json: bool, quiet: bool) -> None:
     from aigen.cluster import database_url
 
+    from aigen.cli.cluster import use_workers
+
     url = database_url(home=home.path)
-    if url is not None:
+    if use_workers(store, url):
         _start_cluster(state, store, home, url, gen_id, gen_row, user, images, videos, image_provider,
                        video_provider, detach=detach, as_json=as_json, quiet=quiet)
     if detach:

@@ -74,10 +74,15 @@ def retry(
 
         from aigen.cluster import database_url
 
-        url = database_url(home=state.home.path)
-        if url is not None:
-            from aigen.cli import cluster
+        from aigen.cli import cluster
 
+        url = database_url(home=state.home.path)
+        if url is not None and not cluster.use_workers(store, url) and cluster.queued_anywhere(url, gen_id, store):
+            raise Busy(f"generation {gen_id} is queued on the cluster, where no worker is running now",
+                       hint=f"start `aigen worker`, or stop it with `aigen cancel {gen_id}`")
+        if not cluster.use_workers(store, url):
+            url = None
+        if url is not None:
             if cluster.active_workflows(url, gen_id):
                 raise Busy(f"generation {gen_id} is queued or running on the cluster's workers",
                            hint=f"follow it with `aigen status {gen_id}`, or stop it with `aigen cancel {gen_id}`")
