@@ -195,9 +195,21 @@ class Worker:
         self._cancel_cache: dict[str, tuple[float, bool]] = {}
         self._providers_cache: dict = {}
         self.started_at = datetime.now(timezone.utc)
+        # The generations' workflows (one DBOS thread each, mostly waiting on their assets) do their
+        # few store calls here: the store keeps a connection per thread, and fifty waiting
+        # generations must not hold fifty PostgreSQL connections.
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._db_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="aigen-store")
+
+    def _on_pool(self, fn, *args):
+        return self._db_pool.submit(fn, *args).result()
 
     # -- the workflows' side (engine.Context) ---------------------------------
     def assets_to_make(self, gen_id: str) -> list[list[dict]]:
+        return self._on_pool(self._assets_to_make, gen_id)
+
+    def _assets_to_make(self, gen_id: str) -> list[list[dict]]:
         gen = self.store.get_generation(gen_id)
         todo = [{"id": a["id"], "provider": a["provider"], "kind": a["kind"], "idx": a["idx"]}
                 for a in self.store.assets(gen_id) if a["status"] not in FINAL_ASSET]
@@ -208,7 +220,7 @@ class Worker:
         return [sorted(todo, key=lambda a: (a["kind"] != "video", a["idx"]))]
 
     def finalize(self, gen_id: str) -> str:
-        return self.store.finalize_generation(gen_id)
+        return self._on_pool(self.store.finalize_generation, gen_id)
 
     def cancelled(self, gen_id: str) -> bool:
         """Whether `aigen cancel` was asked for this generation (read at most once a second)."""
@@ -321,6 +333,9 @@ class Worker:
             # DBOS flushes its coalesced notifications every 10 ms by default, which alone keeps an
             # idle worker busy; aigen uses no DBOS events or streams, so a slower flush costs nothing.
             "notification_coalesce_sec": 0.5,
+            # DBOS's own connections (default 20 per process): enough for the queue threads and the
+            # waiting generations, while many workers stay under PostgreSQL's max_connections.
+            "sys_db_pool_size": int(self.env.get("AIGEN_DBOS_POOL_SIZE") or 8),
         }
         DBOS(config=config)
         DBOS.listen_queues([engine.GEN_QUEUE, *[engine.queue_name(p) for p in self.s.providers]])
