@@ -147,6 +147,10 @@ def main(argv=None) -> int:
     from aigen.config import resolve_home
     from aigen.pipeline.plan import RequestSpec, prepare
 
+    import signal
+
+    # SIGTERM ends the run through the finally blocks: the workers and the PostgreSQL are stopped.
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
     pg = start_postgres()
     try:
         with benchlib.temp_dir("aigen-bench-fig6-") as tmp:

@@ -133,18 +133,27 @@ class Waker:
     job as soon as it is enqueued or a slot frees.
     """
 
+    # After a wake-up, poll every HOT_POLL_S for HOT_S: the NOTIFY of a freed slot can arrive
+    # a moment before DBOS has recorded the job's end, and the slot must not wait for the idle poll.
+    HOT_S = 1.0
+    HOT_POLL_S = 0.05
+
     def __init__(self, event: threading.Event):
         self.event = event
         self.cond = threading.Condition()
         self.generation = 0
+        self.hot_until = 0.0
         event.wait = self.wait  # the instance attribute shadows Event.wait
 
     def wake(self) -> None:
         with self.cond:
             self.generation += 1
+            self.hot_until = time.monotonic() + self.HOT_S
             self.cond.notify_all()
 
     def wait(self, timeout: float | None = None) -> bool:
+        if timeout is not None and time.monotonic() < self.hot_until:
+            timeout = min(timeout, self.HOT_POLL_S)
         end = None if timeout is None else time.monotonic() + timeout
         with self.cond:
             start = self.generation
@@ -256,6 +265,14 @@ class Worker:
         finally:
             with self._lock:
                 self.jobs -= 1
+            # The store keeps one connection per thread, and DBOS runs each job on whichever of its
+            # (many) threads is free: give this one back, or the connections pile up past max_connections.
+            close = getattr(self.store, "close", None)
+            if close is not None and getattr(self.store, "backend", "sqlite") == "postgresql":
+                try:
+                    close()
+                except Exception:
+                    log.debug("closing this thread's store connection failed", exc_info=True)
             if not handed_back:
                 from aigen.cluster.engine import _dbos_engine, notify_queues
 
