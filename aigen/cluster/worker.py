@@ -201,6 +201,7 @@ class Worker:
         self.exiting = threading.Event()
         self._lock = threading.Lock()
         self.jobs = 0
+        self.handed_back = 0  # jobs stopped by the drain, waiting for the process to end
         self._cancel_cache: dict[str, tuple[float, bool]] = {}
         self._providers_cache: dict = {}
         self.started_at = datetime.now(timezone.utc)
@@ -281,6 +282,8 @@ class Worker:
                 # Keep this workflow PENDING on this executor: the drain re-enqueues it for
                 # another worker, which makes the asset (or polls its saved job) again.
                 log.info("asset %s handed back", asset_id)
+                with self._lock:
+                    self.handed_back += 1
                 self.exiting.wait()
 
     # -- the workers row ------------------------------------------------------
@@ -310,7 +313,20 @@ class Worker:
         rows = self.store.query(
             "SELECT executor_id FROM workers WHERE state IN ('alive', 'draining') AND heartbeat_at < ? "
             "AND executor_id != ?", (cutoff, self.s.executor_id))
+        # A worker that stopped cleanly handed its workflows back; one left PENDING by a race at its
+        # exit (a job ending just as it left) is recovered once more, which is harmless: DBOS only
+        # re-enqueues workflows still PENDING on that executor.
+        stopped = self.store.query(
+            "SELECT executor_id FROM workers WHERE state = 'stopped' AND recovered_by IS NULL AND heartbeat_at < ?",
+            (cutoff,))
         won = []
+        for r in stopped:
+            with self.store.transaction() as db:
+                cur = db.conn.execute(
+                    "UPDATE workers SET recovered_by = ?, recovered_at = ? WHERE executor_id = ? "
+                    "AND state = 'stopped' AND recovered_by IS NULL", (self.s.executor_id, iso(now), r["executor_id"]))
+                if cur.rowcount == 1:
+                    won.append(r["executor_id"])
         for r in rows:
             with self.store.transaction() as db:
                 cur = db.conn.execute(
@@ -459,6 +475,16 @@ class Worker:
             end = time.monotonic() + 60
             while self.jobs and time.monotonic() < end:
                 time.sleep(0.1)
+        # A job that just ended is still being recorded by DBOS: let it finish, so it is not handed back.
+        from dbos._dbos import _get_dbos_instance
+
+        from aigen.cluster.engine import queue_name
+
+        active = _get_dbos_instance()._active_workflows_set
+        end = time.monotonic() + 5
+        while time.monotonic() < end and sum(
+                active.count_for_queue(queue_name(p)) for p in self.s.providers) > self.handed_back:
+            time.sleep(0.05)
         # What this process still holds (generations waiting on their assets, jobs handed
         # back) goes back on its queue for the other workers.
         try:
