@@ -266,6 +266,19 @@ def concurrency_cap(provider: str, default: int, *, env=None, home: Path | None 
     return max(1, int(default)), "default"
 
 
+def stored_location(home_path: Path, rel: str, env=None) -> str:
+    """Where a stored file (key ``rel``, e.g. generated_content/alice/3/image_1.png) is, for people to read:
+    the path in the home, or ``s3://BUCKET/PREFIX/rel`` with AIGEN_STORAGE_URL. Reads only the environment
+    (no storage code is loaded: `aigen status` stays light)."""
+    env = os.environ if env is None else env
+    url = (env.get("AIGEN_STORAGE_URL") or "").strip()
+    if url.startswith("s3://"):
+        return f"{url.rstrip('/')}/{rel}"
+    if url.startswith("file:///"):
+        return str(Path(url[len("file://"):]) / rel)
+    return str(home_path / rel)
+
+
 # -- cluster mode: the store on PostgreSQL ---------------------------------------------------------------------
 DATABASE_URL_VAR = "AIGEN_DATABASE_URL"
 

@@ -550,7 +550,16 @@ def test_a_home_that_fills_up_on_its_first_run_is_completed_by_retry_once_space_
     the generation once the device has room again."""
     mnt = tmp_path / "tiny"
     mnt.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k,mode=0700", "tmpfs", str(mnt)],
+    # Room for a fresh database (its size grows with every migration) plus 96 KiB: the first run creates its
+    # generation, then the disk fills while it writes the images.
+    fresh = tmp_path / "fresh"
+    from aigen.store import Store
+
+    opened = Store(fresh / "aigen.db")  # measured open: the write-ahead log holds the migrations until closed
+    footprint = sum(f.stat().st_size for f in fresh.iterdir())
+    opened.close()
+    size_k = -(-footprint // 4096) * 4 + 96
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_k}k,mode=0700", "tmpfs", str(mnt)],
                        capture_output=True, text=True)
     if p.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")

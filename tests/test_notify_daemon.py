@@ -408,3 +408,57 @@ def test_parse_notify_via_refuses(text, message):
 
     with pytest.raises(BadInput, match=message):
         queue.parse_notify_via(text)
+
+
+def _dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    return int(done.stdout)
+
+
+def test_a_claimant_on_another_host_is_judged_by_its_lease_only(env, monkeypatch):
+    """A pid means nothing on another machine: the claim of a pid that is not running *here* but ran on
+    host machine-b is kept until its lease runs out."""
+    home, store = env
+    monkeypatch.setenv("AIGEN_HOST_NAME", "machine-a")
+    gid = make_generation(store, home)
+    queue.plan(store, T0)
+    remote = f"daemon@machine-b:{_dead_pid()}:abcdef"
+    assert queue.owner_host(remote) == "machine-b"
+    assert queue.claim(store, T0, remote, lease=timedelta(seconds=30)) is not None
+    n = notifier(home, store)
+    assert queue.owner_host(n.owner) == "machine-a"
+    assert n.run_once(T0 + timedelta(seconds=29)) == [], "another host's claim is not ended by a pid check"
+    done = n.run_once(T0 + timedelta(seconds=30))
+    assert [d.generation_id for d in done] == [gid] and done[0].taken_over
+    [row] = queue.rows_for(store, gid)
+    assert row["status"] == "sent" and row["attempts"] == 2 and row["claimed_by"] == n.owner
+
+
+def test_the_host_name_override_makes_the_pid_check_apply_to_this_host_only(env, monkeypatch):
+    home, store = env
+    monkeypatch.setenv("AIGEN_HOST_NAME", "machine-a")
+    gid = make_generation(store, home)
+    queue.plan(store, T0)
+    # Same (overridden) host name, dead pid: taken over at once, without waiting for the lease.
+    assert queue.claim(store, T0, f"daemon@machine-a:{_dead_pid()}:abcdef", lease=timedelta(hours=1))
+    done = notifier(home, store).run_once(T0 + timedelta(seconds=1))
+    assert [d.generation_id for d in done] == [gid]
+
+
+@pytest.mark.parametrize("raw, expected", [("", 600.0), ("2.5", 2.5), ("86400", 86400.0)])
+def test_the_lease_comes_from_the_environment(raw, expected):
+    assert queue.lease_from_env({"AIGEN_NOTIFY_LEASE_S": raw}).total_seconds() == expected
+
+
+@pytest.mark.parametrize("raw", ["soon", "0", "-3", "100000"])
+def test_a_bad_lease_is_refused_with_its_name(raw):
+    from aigen.errors import BadInput
+
+    with pytest.raises(BadInput, match="AIGEN_NOTIFY_LEASE_S"):
+        queue.lease_from_env({"AIGEN_NOTIFY_LEASE_S": raw})
+
+
+def test_host_names_cannot_break_the_owner_format():
+    assert queue.host_name({"AIGEN_HOST_NAME": "a@b:c"}) == "a_b_c"
+    assert queue.host_name({"AIGEN_HOST_NAME": "  "})  # falls back to the OS name

@@ -1,8 +1,8 @@
-"""Cluster commands: `aigen worker`, `aigen cancel`, `aigen cluster status`, and the cluster
-side of `generate` and `retry` (enqueue, then follow progress from the store).
+"""`aigen cluster ...` (migrate, status) and the cluster commands `aigen worker` and `aigen cancel`, plus the
+cluster side of `generate` and `retry` (enqueue, then follow progress from the store).
 
-Nothing here imports dbos at module level: `aigen --help` stays light; the
-commands import aigen.cluster (and so dbos) only when run.
+Nothing heavy is imported here (`aigen --help` imports this module): the commands import aigen.cluster (and so
+dbos) only when run. `cluster migrate` lives in cluster_migrate.py.
 """
 
 from __future__ import annotations
@@ -15,8 +15,17 @@ import typer
 from aigen.cli.output import console, err_console, escape, fail, local_time, print_json
 from aigen.errors import AigenError, BadInput, NotFound
 
-app = typer.Typer(help="The cluster: workers, queues and caps (cluster mode: AIGEN_DATABASE_URL).",
-                  no_args_is_help=True, add_completion=False)
+from aigen.cli import cluster_migrate as _migrate
+
+app = typer.Typer(
+    help="Cluster mode: one aigen for a team, its store in PostgreSQL (AIGEN_DATABASE_URL) and its files in "
+         "object storage (AIGEN_STORAGE_URL). See the README, \"Running on several machines\".",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+app.command("migrate")(_migrate.migrate)
 
 
 def cluster_url(state, *, required: bool = True) -> str | None:

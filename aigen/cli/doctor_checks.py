@@ -138,7 +138,7 @@ def _read_pg(report: Report, url: str) -> tuple[dict | None, list[dict]]:
     return generations, assets
 
 
-def check_home(home, *, deep: bool) -> Report:
+def check_home(home, *, deep: bool, storage=None, env=None) -> Report:
     from aigen.pipeline.files import PART_SUFFIX, sha256_file
 
     report = Report(home.path, deep)
@@ -228,13 +228,23 @@ def check_home(home, *, deep: bool) -> Report:
     report.database["files_checked"] = len(assets)
 
     # Every file the database lists exists, with its recorded size (and sha256 with --deep).
+    if storage is None:
+        from aigen.storage import from_config
+
+        storage = from_config(home.path, env)
+    from aigen.storage.local import LocalStorage
+
+    in_folder = isinstance(storage, LocalStorage)
     for a in assets:
         if not a["path"]:
             continue
         gid = a["generation_id"]
-        path = home.path / a["path"]
         what = f"{a['kind']} {a['idx']} of generation {gid}"
         remedy = f"aigen doctor --requeue-bad && aigen retry {gid}"
+        if not in_folder:
+            _check_stored(report, storage, a, what, remedy, deep)
+            continue
+        path = storage.root / a["path"]
         try:
             size = path.stat().st_size
         except FileNotFoundError:
@@ -275,8 +285,12 @@ def check_home(home, *, deep: bool) -> Report:
                 )
 
     # Temporary files whose writer is gone.
-    if content.is_dir():
-        for part in sorted(content.glob(f"*/*/.*{PART_SUFFIX}")):
+    # (Also in scratch/<generation>/, where files bound for object storage are checked before their upload.)
+    scratch = home.path / "scratch"
+    parts = sorted(content.glob(f"*/*/.*{PART_SUFFIX}")) if content.is_dir() else []
+    parts += sorted(scratch.glob(f"*/.*{PART_SUFFIX}")) if scratch.is_dir() else []
+    if parts:
+        for part in parts:
             pid = _temp_writer_pid(part.name, PART_SUFFIX)
             if pid is not None and _pid_alive(pid):
                 continue
@@ -309,6 +323,34 @@ def check_home(home, *, deep: bool) -> Report:
                 report.add(kind="stale_lock", message=f"{lock} is a lock file {why}", path=str(lock),
                            remedy="aigen doctor --clear-stale-locks", mend="--clear-stale-locks")
     return report
+
+
+def _check_stored(report: Report, storage, a: dict, what: str, remedy: str, deep: bool) -> None:
+    """The file check of one asset in object storage: the object exists, with its size (and sha256 when deep)."""
+    import hashlib
+
+    from aigen.storage import ObjectMissing
+
+    gid = a["generation_id"]
+    where = f"{a['path']} in {storage.describe()}"
+    common = dict(path=where, generation_id=gid, asset_id=a["id"], remedy=remedy, mend="--requeue-bad")
+    try:
+        size = storage.size(a["path"])
+    except ObjectMissing:
+        report.add(kind="file_missing", message=f"{what}: {where} is missing", **common)
+        return
+    if a["bytes"] is not None and size != a["bytes"]:
+        report.add(kind="file_size_mismatch",
+                   message=f"{what}: {where} has {size} bytes, the database recorded {a['bytes']}", **common)
+        return
+    if deep and a["sha256"]:
+        h = hashlib.sha256()
+        with storage.open(a["path"]) as body:
+            for chunk in body:
+                h.update(chunk)
+        if h.hexdigest() != a["sha256"]:
+            report.add(kind="file_hash_mismatch",
+                       message=f"{what}: {where} does not have its recorded sha256 (the bytes changed)", **common)
 
 
 def _unique(target: Path) -> Path:

@@ -124,6 +124,15 @@ def generate(
         )
         home = state.home
         gen_row, asset_rows = prepare(spec, home=home.path)
+        if os.environ.get("AIGEN_STORAGE_URL"):
+            # Files go to object storage: a bad URL, a missing bucket or refused credentials are said now, in
+            # one line, before a row is written or a provider is paid. (Unset: nothing is loaded.)
+            from aigen.storage import from_config
+
+            storage = from_config(home.path)
+            check = getattr(storage, "check", None)
+            if check is not None:
+                check()
         if dry_run:
             _print_plan(gen_row, asset_rows, home=home.path, seed_given=seed is not None, as_json=as_json)
             raise typer.Exit(0)
@@ -157,7 +166,7 @@ def _start(state, store, home, gen_id, gen_row, user, images, videos, image_prov
         store.set_generation_fields(gen_id, log_path=str(log_path))
         from aigen.cli.notify import describe_schedule, print_schedule
 
-        schedule = describe_schedule(home, store.get_generation(gen_id))
+        schedule = describe_schedule(home, store.get_generation(gen_id), store)
         if as_json:
             print_json({"id": gen_id, "status": "Processing", "detached": True, "pid": pid, "log": str(log_path),
                         "notification": schedule})
@@ -168,15 +177,16 @@ def _start(state, store, home, gen_id, gen_row, user, images, videos, image_prov
                 f"Follow it with `aigen status {gen_id}`.[/]",
                 highlight=False,
             )
-            print_schedule(home, schedule)
+            print_schedule(home, schedule, store)
         raise typer.Exit(0)
 
     if not as_json and not quiet:
         for note in gen_row["options"].get("notes") or []:
             console.print(f"[dim]Note: {escape(note)}[/]", highlight=False)
+        into = config.stored_location(home.path, f"generated_content/{user}/{gen_id}")
         console.print(
             f"Generation [bold]{gen_id}[/] for {user}: {_count(images, 'image')} ({image_provider}), "
-            f"{_count(videos, 'video')} ({video_provider}) into {home.content_dir / user / gen_id}"
+            f"{_count(videos, 'video')} ({video_provider}) into {into}"
         )
     from aigen.cli.runview import run_foreground
 

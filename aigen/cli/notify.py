@@ -41,9 +41,25 @@ def aigen_command(home, *args: str) -> str:
     return " ".join(shlex.quote(a) for a in base + list(args))
 
 
-def daemon_status_line(home) -> str:
+def _cluster_store(store) -> bool:
+    return store is not None and getattr(store, "backend", "sqlite") == "postgresql"
+
+
+def daemon_status_line(home, store=None) -> str:
     from aigen.notify.daemon import running_daemons
 
+    if _cluster_store(store):
+        # Daemons may run on any machine of the cluster: they register in the database, not in this home.
+        from aigen.notify.daemon import live_daemons
+        from aigen.store.core import utcnow
+
+        seen = live_daemons(store, utcnow())
+        if seen:
+            where = ", ".join(f"{d['host']} (pid {d['pid']})" for d in seen[:3]) + (", ..." if len(seen) > 3 else "")
+            return f"A notify daemon is running on {where}: it will deliver it."
+        return (f"No notify daemon is running on any machine of the cluster: start one with "
+                f"`{aigen_command(home, 'notify-daemon')}` (see the README); until then it waits, and is "
+                "delivered late when one starts.")
     pids = running_daemons(home)
     if pids is None:
         return "Could not tell whether a notify daemon is running (this platform has no file locks)."
@@ -92,26 +108,33 @@ def _channels_text(channels: list[str]) -> str:
     return ", ".join(channels) if channels else "none"
 
 
-def describe_schedule(home, gen: dict) -> dict:
+def describe_schedule(home, gen: dict, store=None) -> dict:
     """For a detached run: when the notification will come, and whether a daemon will bring it."""
     from aigen.notify.daemon import running_daemons
     from aigen.notify.queue import channels_of
 
     channels = channels_of(gen)
-    return {
+    info = {
         "channels": channels,
         "notify_at": gen.get("notify_at"),
         "email": gen.get("notify_email"),
         "daemon_pids": running_daemons(home),
     }
+    if _cluster_store(store):
+        from aigen.notify.daemon import live_daemons
+        from aigen.store.core import utcnow
+
+        info["daemons"] = [{"host": d["host"], "pid": d["pid"], "seen_at": d["seen_at"]}
+                           for d in live_daemons(store, utcnow())]
+    return info
 
 
-def print_schedule(home, info: dict) -> None:
+def print_schedule(home, info: dict, store=None) -> None:
     if not info["channels"]:
         return
     when = f"at {local_time(info['notify_at'])} or on completion if later" if info["notify_at"] else "on completion"
     console.print(f"[dim]Notification by {escape(_channels_text(info['channels']))} {when}. "
-                  f"{escape(daemon_status_line(home))}[/]")
+                  f"{escape(daemon_status_line(home, store))}[/]")
 
 
 def deliver_after_run(state, store, gen: dict, *, as_json: bool) -> dict:
@@ -174,12 +197,12 @@ def deliver_after_run(state, store, gen: dict, *, as_json: bool) -> dict:
         due = queue.parse_utc(pending[0]["due_at"])
         chans = _channels_text([r["channel"] for r in pending])
         console.print(f"Notification by {escape(chans)} due {describe_when(due, now)}. "
-                      f"{escape(daemon_status_line(home))}")
+                      f"{escape(daemon_status_line(home, store))}")
     for r in waiting:
         if r["status"] == "retrying":
             console.print(
                 f"[yellow]The {r['channel']} notification is not delivered yet:[/] {escape(r['error'] or '')}. "
-                f"Next attempt at {local_time(r['next_attempt_at'])}. {escape(daemon_status_line(home))}"
+                f"Next attempt at {local_time(r['next_attempt_at'])}. {escape(daemon_status_line(home, store))}"
             )
     return result
 
@@ -200,6 +223,11 @@ def notify_daemon(
     (or a daemon and `aigen generate`) never send one twice; one that came due while no
     daemon ran is delivered, marked late, when one starts. SIGTERM or Ctrl-C stops it
     after the current send. Exit codes: 0, or 1 when --once saw a notification fail.
+
+    With the cluster store (AIGEN_DATABASE_URL) daemons may run on several machines:
+    each claim holds a lease (AIGEN_NOTIFY_LEASE_S, default 600 s); the rows of a
+    daemon that died are sent by another one once its lease has run out. Claims name
+    the host (AIGEN_HOST_NAME, default the machine's host name).
     """
     import logging
     import os
@@ -208,6 +236,7 @@ def notify_daemon(
 
     from aigen.notify.daemon import DaemonMarker, Notifier
     from aigen.notify.mail import load_smtp_settings
+    from aigen.notify.queue import lease_from_env
     from aigen.store.core import utcnow
 
     state = ctx.obj
@@ -215,6 +244,7 @@ def notify_daemon(
         if not 0.1 <= max_sleep <= 3600:
             raise BadInput(f"invalid --max-sleep {max_sleep:g}: must be between 0.1 and 3600 seconds")
         home = state.home
+        lease = lease_from_env()
         store = state.store()
         smtp = load_smtp_settings(home=home.path)
     except AigenError as e:
@@ -231,7 +261,7 @@ def notify_daemon(
         if not as_json:
             print_notice(console, notice, context)
 
-    notifier = Notifier(store, home, console=sink)
+    notifier = Notifier(store, home, console=sink, lease=lease)
     log = logging.getLogger("aigen.notify")
     try:
         if once:
@@ -284,10 +314,12 @@ def notify_daemon(
             with DaemonMarker(home):
                 desktop = notifier.desktop_support()
                 log.info(
-                    "notify daemon started: pid %d, home %s; desktop: %s; email: %s; checking at least every %g s",
-                    os.getpid(), home.path,
+                    "notify daemon started: %s, home %s; desktop: %s; email: %s; checking at least every %g s; "
+                    "claims held for %g s",
+                    notifier.owner, home.path,
                     f"yes ({desktop.reason})" if desktop.available else f"no ({desktop.reason}), using the console",
                     smtp.describe() if smtp else "no SMTP server configured", max_sleep,
+                    lease.total_seconds(),
                 )
 
                 def on_delivery(d):

@@ -88,7 +88,9 @@ def files_table(assets: list[dict], home_path) -> Table:
     # File names only: the folder is the same for all and goes in the caption,
     # which keeps the table readable at 80 columns.
     folders = {str(PurePosixPath(a["path"]).parent) for a in assets if a.get("path")}
-    caption = f"in {home_path / folders.pop()}" if len(folders) == 1 else None
+    from aigen.config import stored_location
+
+    caption = f"in {stored_location(home_path, folders.pop())}" if len(folders) == 1 else None
     table = Table(title="Files", caption=escape(caption) if caption else None, caption_justify="left",
                   show_lines=False)
     table.add_column("asset")
@@ -103,7 +105,7 @@ def files_table(assets: list[dict], home_path) -> Table:
         status = a["status"]
         style = _STATE_STYLE.get(status, "")
         if a.get("path"):
-            where = PurePosixPath(a["path"]).name if caption else str(home_path / a["path"])
+            where = PurePosixPath(a["path"]).name if caption else stored_location(home_path, a["path"])
             if a.get("note"):
                 where += f" ({a['note']})"  # kept, though not as asked
         else:

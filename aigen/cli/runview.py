@@ -74,7 +74,9 @@ def stopped(gen_id: str | None, exc: KeyboardInterrupt, home: Home | None = None
 
 def result_dict(home: Home, gen: dict, assets: list[dict]) -> dict:
     def abspath(rel):
-        return str(home.path / rel) if rel else None
+        from aigen.config import stored_location
+
+        return stored_location(home.path, rel) if rel else None
 
     return {
         "id": gen["id"],

@@ -22,7 +22,13 @@ def serve(
                                        help="Close a connection idle this long, or one whose request has not fully "
                                        "arrived this long after it began."),
 ) -> None:
-    """Serve the gallery: log in with a user_id, watch the videos, browse the images. Ctrl-C stops it."""
+    """Serve the gallery: log in with a user_id, watch the videos, browse the images. Ctrl-C stops it.
+
+    Several can serve one home or database (see the README, "Several gallery processes"): set the same
+    AIGEN_SECRET_KEY (or AIGEN_SECRET_KEY_FILE) on each. With files in S3 (AIGEN_STORAGE_URL), media are sent
+    by a 302 to a presigned URL (AIGEN_MEDIA_DELIVERY=redirect, the default; AIGEN_MEDIA_URL_TTL seconds, 900)
+    or streamed through the gallery (AIGEN_MEDIA_DELIVERY=stream).
+    """
     import signal
     import threading
 

@@ -182,7 +182,9 @@ def _detail(store, home, gen_id: str, as_json: bool, running: bool) -> None:
         console.print(f"[red]{escape(gen['error'])}[/]")
     from pathlib import PurePosixPath
 
-    folder = home.path / "generated_content" / gen["user_id"] / gen["id"]
+    from aigen.config import stored_location
+
+    folder = stored_location(home.path, f"generated_content/{gen['user_id']}/{gen['id']}")
     # File names only, the folder once in the caption: readable at 80 columns.
     table = Table(caption=escape(f"in {folder}"), caption_justify="left", box=None, pad_edge=False,
                   padding=(0, 1), header_style="bold underline")

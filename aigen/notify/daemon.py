@@ -40,6 +40,10 @@ INTERNAL_RETRY_FOR = timedelta(hours=1)
 
 LOCK_DIR = "locks"
 LOCK_PREFIX = "notify-daemon."
+# Cluster store: how often a daemon refreshes its row in notify_daemons, and how old a row may be and
+# still count as a running daemon (a long email send holds the loop for up to a couple of minutes).
+HEARTBEAT_S = 30.0
+DAEMON_FRESH = timedelta(minutes=5)
 
 
 @dataclass
@@ -205,9 +209,17 @@ class Notifier:
         """
         wait = wait or stop.wait
         count = 0
+        registry = self.in_registry()
+        if registry:
+            # Several machines: its row in notify_daemons tells `aigen generate` anywhere that it runs.
+            max_sleep = min(max_sleep, HEARTBEAT_S)
+        last_beat = None
         while not stop.is_set():
             now = clock()
             try:
+                if registry and (last_beat is None or (now - last_beat).total_seconds() >= HEARTBEAT_S):
+                    self.heartbeat(now)
+                    last_beat = now
                 for d in self.run_once(now, stop=stop, clock=clock):
                     count += d.delivered  # deliveries, not attempts: a send to retry later is not one
                     if on_delivery is not None:
@@ -224,7 +236,28 @@ class Notifier:
             now = clock()
             delay = max_sleep if nxt is None else (nxt - now).total_seconds()
             wait(min(max(delay, 0.0), max_sleep))
+        if registry:
+            try:
+                self.heartbeat(clock(), stopped=True)
+            except Exception:
+                log.warning("could not mark this daemon stopped in the database", exc_info=True)
         return count
+
+    # -- the registry of running daemons (cluster store only) ---------------------------------------------
+    def in_registry(self) -> bool:
+        return getattr(self.store, "backend", "sqlite") == "postgresql"
+
+    def heartbeat(self, now: datetime, *, stopped: bool = False) -> None:
+        """Insert or refresh this daemon's row in notify_daemons (``stopped``: mark it stopped)."""
+        now_s = iso(now)
+        with self.store.transaction() as db:
+            db.conn.execute(
+                "INSERT INTO notify_daemons (owner, host, pid, home, started_at, seen_at, stopped_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at, "
+                "stopped_at = excluded.stopped_at",
+                (self.owner, queue.owner_host(self.owner) or queue.host_name(), os.getpid(), str(self.home.path),
+                 now_s, now_s, now_s if stopped else None),
+            )
 
     # -- sending one claim ---------------------------------------------------------
     def deliver(self, c: queue.Claim, now: datetime) -> Delivery:
@@ -467,3 +500,10 @@ def running_daemons(home: Home) -> list[int] | None:
             except ValueError:
                 continue
     return pids
+
+
+def live_daemons(store, now: datetime, *, fresh: timedelta = DAEMON_FRESH) -> list[dict]:
+    """The notify daemons of a cluster store seen lately and not stopped: host, pid, seen_at (newest first)."""
+    return store.query(
+        "SELECT host, pid, seen_at, started_at FROM notify_daemons WHERE stopped_at IS NULL AND seen_at >= ? "
+        "ORDER BY seen_at DESC", (iso(now - fresh),))

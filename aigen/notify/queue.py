@@ -2,15 +2,22 @@
 
 Delivery semantics. A notification is one row per generation and channel in
 the ``notifications`` table. A sender (the daemon, or ``aigen generate`` in the
-foreground) takes rows with :func:`claim`: inside one ``BEGIN IMMEDIATE``
-transaction it picks the due rows of one generation and marks them
-``sending`` with its own name and a lease. Only then does it send, and it
-records the outcome with :func:`record`, which only applies while the claim is
-still its own. So two senders never send the same row twice.
+foreground) takes rows with :func:`claim`: inside one transaction it picks the
+due rows of one generation and marks them ``sending`` with its own name and a
+lease. On SQLite that transaction is ``BEGIN IMMEDIATE`` (one writer at a
+time); on PostgreSQL (cluster mode, daemons on several machines) the rows are
+picked with ``SELECT ... FOR UPDATE SKIP LOCKED``, so concurrent claimants
+never wait for each other and never pick the same row. Only then does it
+send, and it records the outcome with :func:`record`, which only applies while
+the claim is still its own. So two senders never send the same row twice.
 
-If a sender dies between claiming and recording, its rows stay ``sending``
-until the lease runs out (or at once, when a sender on the same machine sees
-that the claimant's process is gone); then they are claimed again and sent.
+A claimant's name (:func:`make_owner`) carries its host, pid and a nonce. If a
+sender dies between claiming and recording, its rows stay ``sending`` until
+the lease runs out, then they are claimed again and sent. A sender on the
+same host as the claimant may end the wait early when the claimant's process
+is gone (a pid check); a claimant on another host is never judged by pid,
+only by its lease (set ``AIGEN_NOTIFY_LEASE_S`` alike on every machine, and
+keep the clocks in step: leases compare each host's own UTC time).
 That choice makes delivery *at least once* across a crash in that window
 (a few seconds at most: the time of one send) and *exactly once* otherwise.
 The alternative, never re-sending a claimed row, would silently lose the
@@ -44,24 +51,17 @@ DEFAULT_LEASE = timedelta(minutes=10)
 # A row can be claimed when it is due, not waiting for a retry, and either
 # open or held by a claim whose lease has run out; and only while its
 # generation is final (a retried generation goes back to Processing).
+# Three `?`, each bound to the same `now` (positional marks read the same on both backends).
 _CLAIMABLE = """
-    n.due_at <= :now
-    AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= :now)
-    AND (n.status IN ('pending', 'retrying') OR (n.status = 'sending' AND n.lease_until <= :now))
+    n.due_at <= ?
+    AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= ?)
+    AND (n.status IN ('pending', 'retrying') OR (n.status = 'sending' AND n.lease_until <= ?))
     AND g.status IN ('Completed', 'Failed') AND g.generated_at IS NOT NULL
 """
 
 
-def _unplanned_index(store) -> str:
-    """SQLite's INDEXED BY for the scan of unplanned generations (PostgreSQL's planner picks the partial index)."""
-    if getattr(store, "backend", "sqlite") == "sqlite":
-        return "INDEXED BY idx_generations_notify_unplanned "
-    return ""
-
-
-def _greatest(store) -> str:
-    """The larger of two values: SQLite's scalar max(), PostgreSQL's greatest()."""
-    return "max" if getattr(store, "backend", "sqlite") == "sqlite" else "greatest"
+def _is_pg(store) -> bool:
+    return getattr(store, "backend", "sqlite") == "postgresql"
 
 
 def parse_notify_via(text: str) -> list[str]:
@@ -96,13 +96,59 @@ def parse_utc(text: str | None) -> datetime | None:
     return dt.astimezone(timezone.utc)
 
 
+HOST_ENV = "AIGEN_HOST_NAME"
+LEASE_ENV = "AIGEN_NOTIFY_LEASE_S"
+
+
+def host_name(env=None) -> str:
+    """This machine's name in claims: ``AIGEN_HOST_NAME`` if set, else the OS host name.
+
+    Two machines must not share a name (a pid check would then judge one's
+    claimant by the other's processes): set AIGEN_HOST_NAME where host names
+    repeat (containers started from one image, tests simulating machines).
+    """
+    env = os.environ if env is None else env
+    name = (env.get(HOST_ENV) or "").strip() or socket.gethostname() or "localhost"
+    # '@' and ':' separate the parts of an owner; keep the name one part.
+    return name.replace("@", "_").replace(":", "_")
+
+
+def lease_from_env(env=None) -> timedelta:
+    """The claim lease of a daemon: ``AIGEN_NOTIFY_LEASE_S`` seconds (default 600)."""
+    from aigen.errors import BadInput
+
+    env = os.environ if env is None else env
+    raw = (env.get(LEASE_ENV) or "").strip()
+    if not raw:
+        return DEFAULT_LEASE
+    try:
+        secs = float(raw)
+    except ValueError:
+        raise BadInput(f"{LEASE_ENV}={raw!r} is not a number of seconds") from None
+    if not 0.5 <= secs <= 86400:
+        raise BadInput(f"{LEASE_ENV}={raw!r} must be between 0.5 and 86400 seconds",
+                       hint="it must be longer than one send takes (an email: up to a couple of minutes)")
+    return timedelta(seconds=secs)
+
+
 def make_owner(role: str = "daemon") -> str:
     """A claimant's name: host and pid (to tell a dead claimant) plus a nonce (pids are reused)."""
-    return f"{role}@{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    return f"{role}@{host_name()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def owner_host(owner: str | None) -> str | None:
+    """The host part of a claimant's name (None when it cannot be read)."""
+    try:
+        return owner.split("@", 1)[1].rsplit(":", 2)[0]
+    except (AttributeError, IndexError, ValueError):
+        return None
 
 
 def _owner_is_dead(owner: str | None) -> bool:
-    """True only when the claimant ran on this machine and its process is gone."""
+    """True only when the claimant ran on this machine and its process is gone.
+
+    A claimant on another host is never judged here: only its lease can end its claim.
+    """
     if not owner or os.name != "posix":
         return False
     try:
@@ -111,7 +157,7 @@ def _owner_is_dead(owner: str | None) -> bool:
         pid = int(pid_text)
     except (IndexError, ValueError):
         return False
-    if host != socket.gethostname() or pid == os.getpid():
+    if host != host_name() or pid == os.getpid():
         return False
     try:
         os.kill(pid, 0)
@@ -160,12 +206,15 @@ def plan(store, now: datetime, *, generation_id: str | None = None, settle: time
     console panel belongs in the user's terminal).
     """
     now_s = iso(now)
+    pg = _is_pg(store)
     sql = (
         "SELECT g.id, g.user_id, g.notify_at, g.notify_via, g.notify_email, g.generated_at, u.email AS user_email "
-        # INDEXED BY: left to itself the planner walks every Completed
+        # INDEXED BY (SQLite): left to itself the planner walks every Completed
         # generation through the (status, notify_at) index; the partial index
         # holds only the unplanned ones (0.04 ms instead of 33 ms at 200k rows).
-        f"FROM generations g {_unplanned_index(store)}LEFT JOIN users u ON u.user_id = g.user_id "
+        # PostgreSQL's planner picks the partial index by itself.
+        "FROM generations g " + ("" if pg else "INDEXED BY idx_generations_notify_unplanned ")
+        + "LEFT JOIN users u ON u.user_id = g.user_id "
         "WHERE g.notify_status IS NULL AND g.status IN ('Completed', 'Failed') AND g.generated_at IS NOT NULL"
     )
     if generation_id is not None:
@@ -174,6 +223,10 @@ def plan(store, now: datetime, *, generation_id: str | None = None, settle: time
     else:
         sql += " AND g.generated_at <= ?"
         params = [iso(now - settle)]
+    if pg:
+        # Daemons on several machines plan at once: each takes the generations
+        # no other planner holds, in one order (no deadlock between them).
+        sql += " ORDER BY g.generated_at, g.id FOR UPDATE OF g SKIP LOCKED"
     planned = 0
     with store.transaction() as db:
         for gen in [dict(r) for r in db.conn.execute(sql, params)]:
@@ -217,34 +270,46 @@ def plan(store, now: datetime, *, generation_id: str | None = None, settle: time
 
 def claim(store, now: datetime, owner: str, *, lease: timedelta = DEFAULT_LEASE,
           generation_id: str | None = None) -> Claim | None:
-    """Atomically take the due rows of the generation that has waited longest."""
+    """Atomically take the due rows of the generation that has waited longest.
+
+    On PostgreSQL the rows are locked with ``FOR UPDATE SKIP LOCKED``: a row
+    another claimant is taking at this moment is skipped, not waited for, and
+    once that claimant commits the row is ``sending`` under a live lease, so
+    it no longer matches. On SQLite ``BEGIN IMMEDIATE`` makes claims one at a time.
+    """
     now_s = iso(now)
-    params = {"now": now_s}
-    only = ""
+    pg = _is_pg(store)
+    lock = " FOR UPDATE OF n SKIP LOCKED" if pg else ""
+    only, only_params = "", []
     if generation_id is not None:
-        only = " AND n.generation_id = :gid"
-        params["gid"] = generation_id
+        only, only_params = " AND n.generation_id = ?", [generation_id]
     with store.transaction() as db:
         # A claimant on this machine whose process is gone cannot finish its
         # send: expire its lease now rather than making the user wait it out.
+        # (A claimant on another host is left to its lease: see _owner_is_dead.)
         for r in db.conn.execute(
-            "SELECT id, claimed_by FROM notifications WHERE status = 'sending' AND lease_until > ?", (now_s,)
+            "SELECT id, claimed_by FROM notifications WHERE status = 'sending' AND lease_until > ? ORDER BY id", (now_s,)
         ).fetchall():
             if _owner_is_dead(r["claimed_by"]):
-                db.conn.execute("UPDATE notifications SET lease_until = ? WHERE id = ?", (now_s, r["id"]))
+                db.conn.execute(
+                    "UPDATE notifications SET lease_until = ? WHERE id = ? AND claimed_by = ? AND status = 'sending'",
+                    (now_s, r["id"], r["claimed_by"]),
+                )
         first = db.conn.execute(
             "SELECT n.generation_id FROM notifications n JOIN generations g ON g.id = n.generation_id "
-            f"WHERE {_CLAIMABLE}{only} ORDER BY n.due_at, n.id LIMIT 1",
-            params,
+            f"WHERE {_CLAIMABLE}{only} ORDER BY n.due_at, n.id LIMIT 1{lock}",
+            [now_s, now_s, now_s, *only_params],
         ).fetchone()
         if first is None:
             return None
-        gid = first[0]
+        gid = first["generation_id"]
         rows = [dict(r) for r in db.conn.execute(
             "SELECT n.* FROM notifications n JOIN generations g ON g.id = n.generation_id "
-            f"WHERE {_CLAIMABLE} AND n.generation_id = :gid ORDER BY n.id",
-            {**params, "gid": gid},
+            f"WHERE {_CLAIMABLE} AND n.generation_id = ? ORDER BY n.id{lock}",
+            [now_s, now_s, now_s, gid],
         )]
+        if not rows:  # PostgreSQL: another claimant took them between the two statements
+            return None
         taken_over = [r["claimed_by"] for r in rows if r["status"] == "sending"]
         lease_s = iso(now + lease)
         for r in rows:
@@ -254,8 +319,8 @@ def claim(store, now: datetime, owner: str, *, lease: timedelta = DEFAULT_LEASE,
                 "WHERE id = ?",
                 (owner, now_s, lease_s, now_s, now_s, r["id"]),
             )
-            r.update(status="sending", claimed_by=owner, attempts=(r["attempts"] or 0) + 1,
-                     first_attempt_at=r["first_attempt_at"] or now_s)
+            r.update(status="sending", claimed_by=owner, claimed_at=now_s, lease_until=lease_s,
+                     attempts=(r["attempts"] or 0) + 1, first_attempt_at=r["first_attempt_at"] or now_s)
         _summarize(db, gid, now_s)
     for prev in taken_over:
         log.warning(
@@ -358,8 +423,9 @@ def _summarize(db, gen_id: str, now_s: str) -> None:
 def next_due(store, now: datetime, *, settle: timedelta = timedelta(0)) -> datetime | None:
     """The earliest time something may become claimable (None: nothing is scheduled)."""
     candidates = []
+    pg = _is_pg(store)
     row = store.query_one(
-        f"SELECT min({_greatest(store)}(n.due_at, coalesce(n.next_attempt_at, ''))) AS t "
+        "SELECT min(" + ("greatest" if pg else "max") + "(n.due_at, coalesce(n.next_attempt_at, ''))) AS t "
         "FROM notifications n JOIN generations g ON g.id = n.generation_id "
         "WHERE n.status IN ('pending', 'retrying') "
         "AND g.status IN ('Completed', 'Failed') AND g.generated_at IS NOT NULL"
@@ -370,7 +436,8 @@ def next_due(store, now: datetime, *, settle: timedelta = timedelta(0)) -> datet
     if row and row["t"]:
         candidates.append(parse_utc(row["t"]))
     row = store.query_one(
-        f"SELECT min(generated_at) AS t FROM generations {_unplanned_index(store)}"
+        "SELECT min(generated_at) AS t FROM generations "
+        + ("" if pg else "INDEXED BY idx_generations_notify_unplanned ") +
         "WHERE notify_status IS NULL "
         "AND status IN ('Completed', 'Failed') AND generated_at IS NOT NULL"
     )

@@ -84,3 +84,10 @@ def _writer_alive(name: str) -> bool:
     from aigen.locks import pid_alive
 
     return pid_alive(pid)
+
+
+def download_to(storage, key: str, dest: Path) -> None:
+    """Copy the object stored under ``key`` into the local file ``dest`` (a temporary the caller removes)."""
+    with storage.open(key) as src, open(dest, "wb") as fh:
+        for chunk in src:
+            fh.write(chunk)

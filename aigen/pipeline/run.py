@@ -6,6 +6,15 @@ fast one, no worker idles on a semaphore, and the cap holds however many
 generations run at once. A generation is run by one process at a time: an exclusive lock
 file is held for the run, which the OS releases even on SIGKILL, so a killed
 run can be resumed at once by `aigen retry`.
+
+Kept files go through the Storage layer (aigen.storage, ``Runner.storage``).
+With the home's folder (the default) a file is written next to its final name,
+checked, and renamed into place, as always. With S3 (AIGEN_STORAGE_URL) it is
+written and checked in ``<home>/scratch/<generation>/``, then uploaded under
+the same key (``generated_content/<user>/<generation>/<file>``, what
+assets.path holds) before the row says it is done; nothing is written under
+generated_content/. The kept-after-a-crash check downloads an object already
+at its final key and checks it like a local file.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from aigen.config import Home
 from aigen.errors import (
@@ -31,9 +40,12 @@ from aigen.errors import (
     Refused,
     describe_os_error,
 )
-from aigen.pipeline.files import place, remove_stale_parts, sha256_file, temp_path_for
+from aigen.pipeline.files import download_to, place, remove_stale_parts, sha256_file, temp_path_for
 from aigen.providers.base import AssetOutput, AssetRequest, Provider, get_provider
 from aigen.store import Store
+
+if TYPE_CHECKING:
+    from aigen.storage import Storage
 
 log = logging.getLogger("aigen.pipeline")
 
@@ -57,6 +69,16 @@ class RunResult:
 
 def generation_dir(home: Home, gen: dict) -> Path:
     return home.content_dir / gen["user_id"] / gen["id"]
+
+
+SCRATCH_DIR = "scratch"
+
+
+def scratch_dir(home: Home, gen: dict) -> Path:
+    """Where files are written and checked before their upload to object storage: local to this machine,
+    one folder per generation (so the stale-part cleanup of one run never touches another's files), never
+    under generated_content/."""
+    return home.path / SCRATCH_DIR / gen["id"]
 
 
 @contextlib.contextmanager
@@ -155,17 +177,19 @@ class _AssetReporter:
 class SourceImages:
     """--video-from-images: each video waits for the image it animates (video i uses image ((i-1) % n)+1).
 
-    Images settle as they finish (done: their path; otherwise: why not). A video
-    blocks on its image's event in short waits, so a stop is still noticed.
-    Images are queued before videos, so even when one provider (one pool) makes
-    both, every image has started before any video can wait: no deadlock.
+    Images settle as they finish (done: their storage key; otherwise: why
+    not). A video blocks on its image's event in short waits, so a stop is
+    still noticed. Images are queued before videos, so even when one provider
+    (one pool) makes both, every image has started before any video can wait:
+    no deadlock. The Runner turns the key into a local file for the provider
+    (the file itself in the home's folder; a downloaded copy from S3).
     """
 
     def __init__(self, home: Home, assets: list[dict], image_count: int):
         self.home = home
         self.count = image_count
         self._events = {i: threading.Event() for i in range(1, image_count + 1)}
-        self._results: dict[int, tuple[Path | None, str | None]] = {}
+        self._results: dict[int, tuple[str | None, str | None]] = {}
         for a in assets:
             if a["kind"] == "image" and a["status"] == "done" and a.get("path"):
                 self.settle(a)
@@ -176,30 +200,30 @@ class SourceImages:
     def settle(self, image: dict) -> None:
         idx = image["idx"]
         if image.get("status") == "done" and image.get("path"):
-            self._results[idx] = (self.home.path / image["path"], None)
+            self._results[idx] = (image["path"], None)
         else:
             self._results[idx] = (None, image.get("error") or "it was not made")
         if idx in self._events:
             self._events[idx].set()
 
-    def ready(self, video_idx: int) -> tuple[int, Path] | None:
-        """The source image if it is already made, without waiting."""
+    def ready(self, video_idx: int) -> tuple[int, str] | None:
+        """The source image's key if it is already made, without waiting."""
         idx = self.source_index(video_idx)
-        path, _ = self._results.get(idx, (None, None))
-        return (idx, path) if path is not None else None
+        key, _ = self._results.get(idx, (None, None))
+        return (idx, key) if key is not None else None
 
-    def wait(self, video_idx: int, stop: threading.Event) -> tuple[int, Path]:
+    def wait(self, video_idx: int, stop: threading.Event) -> tuple[int, str]:
         idx = self.source_index(video_idx)
         event = self._events[idx]
         while not event.wait(0.2):
             if stop.is_set():
                 raise Cancelled("stopped while waiting for the source image")
-        path, error = self._results[idx]
-        if path is None and stop.is_set():
+        key, error = self._results[idx]
+        if key is None and stop.is_set():
             raise Cancelled("stopped before the source image was made")
-        if path is None:
+        if key is None:
             raise ProviderError(f"source image {idx} failed: {error}", provider_code="source_image_failed")
-        return idx, path
+        return idx, key
 
 
 class Runner:
@@ -213,6 +237,7 @@ class Runner:
         providers: dict[str, Provider] | None = None,
         include_refused: bool = False,
         cancel_check: Callable[[str], bool] | None = None,
+        storage: "Storage | None" = None,
     ):
         self.store = store
         # Cluster mode: cancel_check(generation_id) says whether `aigen cancel`
@@ -220,6 +245,17 @@ class Runner:
         # see it through the reporter's should_stop. None: never (embedded).
         self.cancel_check = cancel_check
         self._gen_id: str | None = None
+        # Where kept files go (aigen.storage): the home's folder by default, S3 with AIGEN_STORAGE_URL.
+        # (Imported here: `aigen status` imports this module and must load no storage code.)
+        from aigen.storage import from_config
+        from aigen.storage.local import LocalStorage
+
+        if storage is None:
+            storage = from_config(home.path, env)
+        self.storage = storage
+        # The home's folder (or another local root): files are checked next to their final name and renamed
+        # into place, as always. Otherwise they are checked in a local scratch folder and uploaded.
+        self._local = isinstance(storage, LocalStorage)
         # False: assets a provider refused stay failed (`aigen retry` without
         # --include-refused); True: they are submitted again, as a new job.
         self.include_refused = include_refused
@@ -266,7 +302,7 @@ class Runner:
                           for name in {a["provider"] for a in self.store.assets(gen_id)}}
             todo = self.store.reopen_generation(gen_id, worker_pid=os.getpid(),
                                                 skip_refused=not self.include_refused)
-            directory = generation_dir(self.home, gen)
+            directory = self.work_dir(gen)
             directory.mkdir(parents=True, exist_ok=True)
             remove_stale_parts(directory)
             for asset in self.store.assets(gen_id):
@@ -322,7 +358,7 @@ class Runner:
             return "failed"
         if self.cancel_requested():
             return asset["status"]
-        directory = generation_dir(self.home, gen)
+        directory = self.work_dir(gen)
         directory.mkdir(parents=True, exist_ok=True)
         options = gen.get("options") or {}
         self.sources = None
@@ -442,36 +478,98 @@ class Runner:
         self.store.fail_asset(asset["id"], e.message, code=e.code)
         self._emit(asset, "failed", None, e.message)
 
-    def _final_candidates(self, asset: dict, directory: Path) -> list[Path]:
+    def work_dir(self, gen: dict) -> Path:
+        """The local folder where this generation's files are written and checked: the generation's own
+        folder with local storage (files are renamed into place from there), else a scratch folder."""
+        if self._local:
+            return self.storage.root / "generated_content" / gen["user_id"] / gen["id"]
+        return scratch_dir(self.home, gen)
+
+    def _final_keys(self, gen: dict, asset: dict) -> list[str]:
+        from aigen.storage import content_key
+
         stem = f"{asset['kind']}_{asset['idx']}"
         exts = ("mp4",) if asset["kind"] == "video" else ("png", "jpg")
-        return [directory / f"{stem}.{ext}" for ext in exts]
+        return [content_key(gen["user_id"], gen["id"], f"{stem}.{ext}") for ext in exts]
+
+    def _stored_copy(self, key: str, directory: Path) -> tuple[Path, bool] | None:
+        """A local file with the bytes stored under key, and whether it is a downloaded copy to remove;
+        None when nothing is stored there."""
+        if self._local:
+            path = self.storage.path_of(key)
+            return (path, False) if path.exists() else None
+        if not self.storage.exists(key):
+            return None
+        tmp = temp_path_for(directory / key.rsplit("/", 1)[-1])
+        try:
+            download_to(self.storage, key, tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp, True
+
+    def _discard(self, key: str) -> None:
+        if self._local:
+            self.storage.path_of(key).unlink(missing_ok=True)
+        else:
+            self.storage.delete(key)
 
     def _make(self, gen: dict, asset: dict, directory: Path) -> None:
-        # A run killed between the rename and the database update left a
-        # complete, checked file at the final path: keep it rather than pay again.
-        for final in self._final_candidates(asset, directory):
-            if final.exists():
+        # A run killed between storing the file and the database update left a
+        # complete, checked file under its final key: keep it rather than pay
+        # again. From S3 it is downloaded and checked exactly as a local file is
+        # (the upload is atomic, so what exists is whole; the check also gives
+        # the sizes the row needs). Rare: once per asset per crash.
+        provider_exact = None
+        for key in self._final_keys(gen, asset):
+            found = self._stored_copy(key, directory)
+            if found is None:
+                continue
+            local, downloaded = found
+            try:
+                if provider_exact is None:
+                    provider_exact = self.provider(asset["provider"]).guarantees_size
                 try:
-                    info = self._check(asset, final, exact=self.provider(asset["provider"]).guarantees_size)
+                    info = self._check(asset, local, exact=provider_exact)
                 except MediaCheckError:
-                    final.unlink(missing_ok=True)
+                    self._discard(key)
                     continue
-                self._keep(gen, asset, final, info)
-                return
+                self._keep(gen, asset, key, local, info, directory)
+            finally:
+                if downloaded:
+                    local.unlink(missing_ok=True)
+            return
 
         extra: dict = {}
+        source_tmp: Path | None = None
         if self.sources is not None and asset["kind"] == "video":
             if asset.get("provider_job_id"):
                 # Its job was created from the image in an earlier run, so the image
                 # is done: no waiting; the path still matters if the provider must
                 # replace a job that failed.
-                found = self.sources.ready(asset["idx"])
+                found_src = self.sources.ready(asset["idx"])
             else:
-                found = self.sources.wait(asset["idx"], self.stop)
-            if found is not None:
-                extra = {"source_image": str(found[1]), "source_image_index": found[0]}
+                found_src = self.sources.wait(asset["idx"], self.stop)
+            if found_src is not None:
+                idx, src_key = found_src
+                if self._local:
+                    src = self.storage.path_of(src_key)
+                else:
+                    # The provider reads a local file: a copy of the image from S3, removed after this video.
+                    src = source_tmp = temp_path_for(directory / f"source_{src_key.rsplit('/', 1)[-1]}")
+                    try:
+                        download_to(self.storage, src_key, src)
+                    except BaseException:
+                        src.unlink(missing_ok=True)
+                        raise
+                extra = {"source_image": str(src), "source_image_index": idx}
+        try:
+            self._generate(gen, asset, directory, extra)
+        finally:
+            if source_tmp is not None:
+                source_tmp.unlink(missing_ok=True)
 
+    def _generate(self, gen: dict, asset: dict, directory: Path, extra: dict) -> None:
         self.store.start_asset(asset["id"])
         self._emit(asset, "running", 0.0, None)
         provider = self.provider(asset["provider"])
@@ -498,15 +596,24 @@ class Runner:
             if ext is None:
                 raise MediaCheckError(f"unsupported format {out.format!r} from {provider.name}")
             info = self._check(asset, tmp, exact=provider.guarantees_size)
-            final = directory / f"{stem}.{ext}"
-            place(tmp, final)
+            from aigen.storage import content_key
+
+            key = content_key(gen["user_id"], gen["id"], f"{stem}.{ext}")
+            if out.model:
+                info["model"] = out.model
+            if out.cost is not None:
+                info["cost"] = out.cost
+            if self._local:
+                final = self.storage.path_of(key)
+                place(tmp, final)
+            else:
+                # Object storage: the row's facts (and the poster) come from the checked temporary, which is
+                # then uploaded (atomic for readers) and removed; the row is written after the upload.
+                self._keep(gen, asset, key, tmp, info, directory, upload=True)
+                return
         finally:
             tmp.unlink(missing_ok=True)
-        if out.model:
-            info["model"] = out.model
-        if out.cost is not None:
-            info["cost"] = out.cost
-        self._keep(gen, asset, final, info)
+        self._keep(gen, asset, key, final, info, directory)
 
     def _check(self, asset: dict, path: Path, *, exact: bool) -> dict:
         """Check the file decodes; return its real size (and length), with a note when it differs from the ask.
@@ -540,27 +647,40 @@ class Runner:
             info["note"] = note
         return info
 
-    def _keep(self, gen: dict, asset: dict, final: Path, info: dict) -> None:
-        rel = final.relative_to(self.home.path).as_posix()
-        info = dict(info, path=rel, bytes=final.stat().st_size, sha256=sha256_file(final))
+    def _keep(self, gen: dict, asset: dict, key: str, local: Path, info: dict, directory: Path, *,
+              upload: bool = False) -> None:
+        """Record a checked file: `local` holds the bytes stored under `key` (or, with `upload`, to be
+        stored there now, before the row says it is done)."""
+        info = dict(info, path=key, bytes=local.stat().st_size, sha256=sha256_file(local))
         if asset["kind"] == "video":
-            info["poster_path"] = self._poster(final)
+            info["poster_path"] = self._poster(local, key, directory)
+        if upload:
+            self.storage.put_file(local, key)
         self.store.complete_asset(asset["id"], info)
         asset.update(info, status="done")
         self._emit(asset, "done", 1.0, None)
 
-    def _poster(self, video: Path) -> str | None:
+    def _poster(self, video: Path, video_key: str, directory: Path) -> str | None:
         """A poster frame for the gallery's <video poster>; a failure here is not fatal."""
         from aigen.media.probe import make_poster
 
-        poster = video.with_name(video.stem + ".poster.jpg")
-        tmp = temp_path_for(poster)
+        stem = video_key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        key = video_key.rsplit("/", 1)[0] + f"/{stem}.poster.jpg"
+        if self._local:
+            poster = self.storage.path_of(key)
+            tmp = temp_path_for(poster)
+        else:
+            poster = None
+            tmp = temp_path_for(directory / f"{stem}.poster.jpg")
         try:
             make_poster(video, tmp)
-            place(tmp, poster)
-            return poster.relative_to(self.home.path).as_posix()
+            if poster is not None:
+                place(tmp, poster)
+            else:
+                self.storage.put_file(tmp, key)
+            return key
         except Exception:
-            log.warning("could not make a poster for %s", video, exc_info=True)
+            log.warning("could not make a poster for %s", video_key, exc_info=True)
             return None
         finally:
             tmp.unlink(missing_ok=True)

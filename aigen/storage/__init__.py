@@ -1,8 +1,10 @@
 """Where generated files are kept: a folder in the home, or S3-compatible object storage.
 
 This is the ``Storage`` seam of the cluster shape (see DESIGN.md, "Two shapes").
-Nothing in the embedded path imports it yet; the pipeline and the gallery will
-go through it in the cluster step.
+The pipeline (aigen.pipeline.run), the gallery's media route and `aigen doctor`
+go through it; with the default LocalStorage they do exactly what they did
+before it existed (files renamed into place in the home, served from there).
+`aigen --help` and `aigen status` never import it.
 
 Keys mirror today's layout, ``generated_content/<user>/<generation>/<file>``,
 relative to the home (local) or to the bucket's prefix (S3). User ids are
@@ -19,6 +21,7 @@ The contract both backends keep:
 - ``exists``/``size``/``open_range``/``delete``/``list`` as named;
   ``open_range(key, start, end)`` reads bytes ``start..end`` inclusive, like an
   HTTP Range (``end=None``: to the end).
+- ``stat(key)`` is (size, modification time).
 - ``presigned_url(key, expires_s)`` is a URL anyone holding it may GET until it
   expires, or ``None`` when the backend has no URLs (local: stream the file).
 
@@ -176,7 +179,13 @@ class Storage:
         with self.open(key) as s:
             return s.read()
 
-    def presigned_url(self, key: str, expires_s: int = 300) -> str | None:
+    def stat(self, key: str) -> tuple[int, float]:
+        """(size in bytes, modification time as a Unix time) of the object; ObjectMissing if there is none."""
+        raise NotImplementedError
+
+    def presigned_url(self, key: str, expires_s: int = 300, *, download_name: str | None = None) -> str | None:
+        """A URL to GET the object until it expires; with download_name, the answer carries
+        ``Content-Disposition: attachment; filename="..."`` (a name that needs no quoting)."""
         raise NotImplementedError
 
     def delete(self, key: str) -> None:

@@ -61,6 +61,9 @@ class LocalStorage(Storage):
         return self.path_of(key).is_file()
 
     def size(self, key: str) -> int:
+        return self.stat(key)[0]
+
+    def stat(self, key: str) -> tuple[int, float]:
         p = self.path_of(key)
         try:
             st = p.stat()
@@ -70,7 +73,7 @@ class LocalStorage(Storage):
             raise self._fail(e, "read", p) from None
         if not p.is_file():
             raise ObjectMissing(f"no file is stored under {key} ({p} is not a file)")
-        return st.st_size
+        return st.st_size, st.st_mtime
 
     def open_range(self, key: str, start: int = 0, end: int | None = None) -> ByteStream:
         p = self.path_of(key)
@@ -88,7 +91,7 @@ class LocalStorage(Storage):
             raise
         return ByteStream(fh, length, on_error=lambda e: self._fail(e, "read", p) if isinstance(e, OSError) else e)
 
-    def presigned_url(self, key: str, expires_s: int = 300) -> str | None:
+    def presigned_url(self, key: str, expires_s: int = 300, *, download_name: str | None = None) -> str | None:
         validate_key(key)
         check_expiry(expires_s)
         return None  # a folder has no URLs: the gallery streams the file after its ownership check

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import mimetypes
 import os
+import re
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -249,10 +250,14 @@ class S3Storage(Storage):
         return self._head(key) is not None
 
     def size(self, key: str) -> int:
+        return self.stat(key)[0]
+
+    def stat(self, key: str) -> tuple[int, float]:
         head = self._head(key)
         if head is None:
             raise ObjectMissing(f"no object is stored under {key} in {self.describe()}")
-        return int(head["ContentLength"])
+        when = head.get("LastModified")
+        return int(head["ContentLength"]), (when.timestamp() if when is not None else 0.0)
 
     def open_range(self, key: str, start: int = 0, end: int | None = None) -> ByteStream:
         full = self._full(key)
@@ -275,12 +280,16 @@ class S3Storage(Storage):
             raise mapped from None
         return ByteStream(r["Body"], int(r["ContentLength"]), on_error=lambda e: self._error(e, "read", key))
 
-    def presigned_url(self, key: str, expires_s: int = 300) -> str | None:
+    def presigned_url(self, key: str, expires_s: int = 300, *, download_name: str | None = None) -> str | None:
         full = self._full(key)
         check_expiry(expires_s)
+        params = {"Bucket": self.bucket, "Key": full}
+        if download_name is not None:
+            if not re.fullmatch(r"[A-Za-z0-9._-]{1,200}", download_name):
+                raise BadInput(f"a download name must be letters, digits, '.', '_' or '-', not {download_name!r}")
+            params["ResponseContentDisposition"] = f'attachment; filename="{download_name}"'
         try:
-            return self._client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": full},
-                                                       ExpiresIn=expires_s)
+            return self._client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s)
         except Exception as e:  # noqa: BLE001
             raise self._error(e, "sign a URL for", key) from None
 

@@ -305,6 +305,49 @@ def m0010_sessions_ended_at(db):
         users.add_column("sessions_ended_at", str)
 
 
+@migrations(name="0012_login_failures")
+def m0012_login_failures(db):
+    # Failed gallery logins, one row each, so that every gallery process
+    # sharing the database counts them alike (the limit is per address per
+    # window, see aigen.web.auth.LoginLimiter). Rows older than the window are
+    # deleted as new failures come in.
+    db["login_failures"].create(
+        {
+            "id": int,
+            "address": str,
+            "at": str,
+        },
+        pk="id",
+        not_null={"address", "at"},
+        if_not_exists=True,
+    )
+    db["login_failures"].create_index(["address", "at"], if_not_exists=True)
+    db["login_failures"].create_index(["at"], if_not_exists=True)
+
+
+@migrations(name="0013_notify_daemons")
+def m0013_notify_daemons(db):
+    # Cluster mode: notify daemons run on several machines, so "is a daemon running?" (asked by
+    # `aigen generate` on a laptop) cannot be answered by a lock file in one home. Each daemon on the
+    # PostgreSQL store keeps its row here fresh (seen_at, every 30 s); the embedded store keeps using
+    # the lock files in the home (the table stays empty there).
+    db["notify_daemons"].create(
+        {
+            "owner": str,  # the claimant name: daemon@HOST:PID:NONCE
+            "host": str,
+            "pid": int,
+            "home": str,
+            "started_at": str,
+            "seen_at": str,
+            "stopped_at": str,
+        },
+        pk="owner",
+        not_null={"host", "started_at", "seen_at"},
+        if_not_exists=True,
+    )
+    # No index beyond the key: one row per daemon ever started on the cluster, read whole.
+
+
 @migrations(name="0011_cluster_workers")
 def m0011_cluster_workers(db):
     # `aigen worker` processes (cluster mode): one row per executor id, its

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -85,6 +86,9 @@ CSP = "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self
 # A file opened on its own is shown in the browser's built-in viewer, which
 # styles itself inline; no markup of ours (or of any user) is in that page.
 MEDIA_CSP = CSP + "; style-src 'self' 'unsafe-inline'"
+# How long a presigned media URL lives (AIGEN_MEDIA_URL_TTL): long enough to watch a video and seek in it
+# (the browser fetches its later ranges from the URL it was sent to), short enough not to be shared for long.
+MEDIA_URL_TTL = 900
 SECURITY_HEADERS = (
     ("Content-Security-Policy", CSP),
     ("X-Content-Type-Options", "nosniff"),
@@ -107,9 +111,17 @@ class WebSettings:
     login_window_s: float = 60.0
     # How often a page with work in progress asks whether it is done.
     poll_ms: int = 3000
+    # The wall clock: sessions, links and the login limiter (kept in the database, the same on every host).
     clock: Callable[[], datetime] = utcnow
+    # Unused since the login limiter moved into the database; kept so that callers passing it still work.
     monotonic: Callable[[], float] = time.monotonic
     store: Store | None = field(default=None, repr=False)
+    # Where the files are (aigen.storage): None is the configured one (AIGEN_STORAGE_URL, else the home).
+    storage: object | None = field(default=None, repr=False)
+    # With object storage: "redirect" (a 302 to a presigned URL) or "stream" (through this server);
+    # None reads AIGEN_MEDIA_DELIVERY (default redirect). And how long a presigned URL lives (AIGEN_MEDIA_URL_TTL).
+    media_delivery: str | None = None
+    media_url_ttl: int | None = None
 
     @property
     def loopback(self) -> bool:
@@ -124,10 +136,12 @@ class GalleryApp(Bottle):
     hooks have run.
     """
 
+    security_headers = SECURITY_HEADERS
+
     def wsgi(self, environ, start_response):
         def start(status, headers, exc_info=None):
             present = {k.lower() for k, _ in headers}
-            extra = [(k, v) for k, v in SECURITY_HEADERS if k.lower() not in present]
+            extra = [(k, v) for k, v in self.security_headers if k.lower() not in present]
             if "cache-control" not in present:
                 # Pages are personal: never cached by anyone.
                 extra.append(("Cache-Control", "no-store"))
@@ -225,9 +239,10 @@ class Gallery:
             log.warning("the home %s is read-only: logins and views are not recorded", self.home.path)
         else:
             self.session_store = self.store
+        self._setup_media(settings)
         self.secret = self._secret()
         self.codec = SessionCodec(self.secret, settings.clock)
-        self.limiter = LoginLimiter(settings.login_limit, settings.login_window_s, settings.monotonic)
+        self.limiter = LoginLimiter(self.session_store, settings.login_limit, settings.login_window_s, settings.clock)
         self.dedupe = ViewDedupe()
         self.templates = Templates()
         self.sections = SectionCache()
@@ -241,10 +256,46 @@ class Gallery:
             if h:
                 self.allowed_hosts.add(h)
 
+    def _setup_media(self, settings: WebSettings) -> None:
+        """Where media come from, how they are delivered, and the Content-Security-Policy that allows it."""
+        from aigen.storage import from_config
+        from aigen.storage.local import LocalStorage
+
+        self.storage = settings.storage if settings.storage is not None else from_config(self.home.path, os.environ)
+        self.local_files = isinstance(self.storage, LocalStorage)
+        delivery = (settings.media_delivery or os.environ.get("AIGEN_MEDIA_DELIVERY") or "redirect").strip().lower()
+        if delivery not in ("redirect", "stream"):
+            raise BadInput(f"AIGEN_MEDIA_DELIVERY={delivery!r} is not understood",
+                           hint="use redirect (a presigned URL, the default) or stream (through the gallery)")
+        self.delivery = delivery
+        ttl = settings.media_url_ttl
+        if ttl is None:
+            raw = (os.environ.get("AIGEN_MEDIA_URL_TTL") or "").strip()
+            try:
+                ttl = int(raw) if raw else MEDIA_URL_TTL
+            except ValueError:
+                raise BadInput(f"AIGEN_MEDIA_URL_TTL={raw!r} is not a whole number of seconds") from None
+        if not 60 <= ttl <= 7 * 86400:
+            raise BadInput(f"AIGEN_MEDIA_URL_TTL={ttl}: a presigned URL must live 60 s to 7 days")
+        self.url_ttl = ttl
+        self.csp, self.media_csp = CSP, MEDIA_CSP
+        self.media_origin = None
+        if not self.local_files and delivery == "redirect":
+            # The browser follows the 302 to the object store: the page's <img> and <video> must be allowed
+            # to load from there (a CSP checks the URL after a redirect too). Signing is local: no request.
+            probe = urlsplit(self.storage.presigned_url("generated_content/origin/check/x", 60))
+            self.media_origin = f"{probe.scheme}://{probe.netloc}"
+            extra = f"; img-src 'self' {self.media_origin}; media-src 'self' {self.media_origin}"
+            self.csp, self.media_csp = CSP + extra, MEDIA_CSP + extra
+
     def _secret(self) -> bytes:
         """The home's signing secret; on a read-only home without one (a backup
         that left `secret.key` out), a secret for the life of this process:
-        sessions then work as usual, and no magic link is valid."""
+        sessions then work as usual, and no magic link is valid. AIGEN_SECRET_KEY
+        or AIGEN_SECRET_KEY_FILE, when set, wins in every case."""
+        configured = links.configured_secret()
+        if configured is not None:
+            return configured
         if not self.readonly:
             return links.secret_key(self.home)
         try:
@@ -886,7 +937,9 @@ class Gallery:
         if row is None or row["user_id"] != user or row["status"] != "done":
             raise HTTPError(404)
         rel = row["poster_path"] if poster else row["path"]
-        path = resolve_in_home(self.home.path, rel)
+        if not self.local_files:
+            return self.stored_media(row, rel, poster, user, via_basic)
+        path = resolve_in_home(self.storage.root, rel)
         if path is None:
             raise HTTPError(404)
         download = request.query.get("download") == "1"
@@ -894,12 +947,55 @@ class Gallery:
         res, rng = file_response(path, request.environ, etag_seed=None if poster else row["sha256"],
                                  download_name=name)
         try:
-            res.set_header("Content-Security-Policy", MEDIA_CSP)
+            res.set_header("Content-Security-Policy", self.media_csp)
             if not poster and res.status_code in (200, 206, 304) and request.method != "HEAD":
                 self.log_asset_view(user, row, "download" if download else "view", rng, via_basic)
         except BaseException:
             # Under waitress the body is the open file itself: this response
             # is never sent, so close it now rather than when GC finds it.
+            close = getattr(res.body, "close", None)
+            if close is not None:
+                close()
+            raise
+        return res
+
+    def stored_media(self, row: dict, rel: str | None, poster: bool, user: str, via_basic: bool):
+        """An owned file in object storage: a 302 to a short-lived presigned URL, or streamed from it.
+
+        The key must lie in the generation's own folder
+        (generated_content/<owner>/<generation>/): a tampered row is a 404,
+        never a URL signed for some other object."""
+        from aigen.storage import BadKey, ObjectMissing, StorageError, validate_key
+        from aigen.web.media import first_byte_asked, storage_response
+
+        try:
+            key = validate_key(rel)
+        except BadKey:
+            raise HTTPError(404) from None
+        if not key.startswith(f"generated_content/{row['user_id']}/{row['generation_id']}/"):
+            raise HTTPError(404)
+        download = request.query.get("download") == "1"
+        name = safe_download_name(f"{row['generation_id']}-{key.rsplit('/', 1)[-1]}") if download else None
+        try:
+            if self.delivery == "redirect":
+                url = self.storage.presigned_url(key, self.url_ttl, download_name=name)
+                # Never cached: the URL it points to expires.
+                res = HTTPResponse(status=302, headers={"Location": url, "Cache-Control": "private, no-store",
+                                                        "Referrer-Policy": "no-referrer"})
+                rng = first_byte_asked(request.environ.get("HTTP_RANGE"))
+            else:
+                res, rng = storage_response(self.storage, key, request.environ,
+                                            etag_seed=None if poster else row["sha256"], download_name=name)
+        except ObjectMissing:
+            raise HTTPError(404) from None
+        except StorageError as e:
+            log.warning("media %s: %s", row["id"], e.message)
+            raise HTTPError(503, "The file store cannot be reached right now; try again.") from None
+        try:
+            res.set_header("Content-Security-Policy", self.media_csp)
+            if not poster and res.status_code in (200, 206, 302, 304) and request.method != "HEAD":
+                self.log_asset_view(user, row, "download" if download else "view", rng, via_basic)
+        except BaseException:
             close = getattr(res.body, "close", None)
             if close is not None:
                 close()
@@ -957,6 +1053,9 @@ def make_app(settings: WebSettings) -> Bottle:
     g = Gallery(settings)
     app = GalleryApp()
     app.gallery = g
+    if g.csp != CSP:
+        app.security_headers = tuple((k, g.csp if k == "Content-Security-Policy" else v)
+                                     for k, v in SECURITY_HEADERS)
     app.hook("before_request")(g.check_host)
     app.route("/", "GET", g.gallery)
     app.route("/login", "GET", g.login_form)

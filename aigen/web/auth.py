@@ -17,9 +17,8 @@ import hmac
 import ipaddress
 import secrets
 import threading
-import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable
 from urllib.parse import urlsplit
 
@@ -156,49 +155,56 @@ class SessionCodec:
 class LoginLimiter:
     """At most `limit` failed logins per address in a sliding `window` seconds.
 
-    Kept in memory: a restart forgets it, which costs an attacker a restart
-    they cannot cause. Old addresses are pruned so the map cannot grow without
-    bound under a spray of addresses.
+    Kept in the database (table login_failures, migration 0012), so that every
+    gallery process sharing it counts alike: failures on one host count on
+    the others, and a restart forgets nothing. Times are the wall clock
+    (`clock`, a datetime in UTC), the same on every host. Rows older than the
+    window are deleted as new failures come in, so the table holds one
+    window's failures at most.
     """
 
-    MAX_ADDRESSES = 10_000
+    def __init__(self, store, limit: int = 10, window: float = 60.0, clock: Callable[[], datetime] | None = None):
+        from aigen.store.core import utcnow
 
-    def __init__(self, limit: int = 10, window: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.store = store
         self.limit = limit
         self.window = window
-        self.clock = clock
-        self._fails: dict[str, collections.deque] = {}
-        self._lock = threading.Lock()
+        self.clock = clock or utcnow
 
-    def _trim(self, q: collections.deque, now: float) -> None:
-        while q and q[0] <= now - self.window:
-            q.popleft()
+    def _cutoff(self, now: datetime) -> str:
+        from aigen.store.core import iso
+
+        return iso(now - timedelta(seconds=self.window))
 
     def blocked(self, address: str) -> float:
         """Seconds until the next attempt is allowed, 0 when allowed now."""
         now = self.clock()
-        with self._lock:
-            q = self._fails.get(address)
-            if not q:
-                return 0.0
-            self._trim(q, now)
-            if len(q) < self.limit:
-                return 0.0
-            return max(0.0, q[0] + self.window - now)
+        cutoff = self._cutoff(now)
+        row = self.store.query_one("SELECT count(*) AS n FROM login_failures WHERE address = ? AND at > ?",
+                                   (address, cutoff))
+        n = int(row["n"]) if row else 0
+        if n < self.limit:
+            return 0.0
+        # Allowed again once enough of these failures have left the window to bring the count below the limit.
+        row = self.store.query_one(
+            "SELECT at FROM login_failures WHERE address = ? AND at > ? ORDER BY at LIMIT 1 OFFSET ?",
+            (address, cutoff, n - self.limit))
+        if row is None:
+            return 0.0
+        at = datetime.fromisoformat(row["at"])
+        return max(0.0, (at + timedelta(seconds=self.window) - now).total_seconds())
 
     def failure(self, address: str) -> None:
+        from aigen.store.core import iso
+
         now = self.clock()
-        with self._lock:
-            if len(self._fails) >= self.MAX_ADDRESSES and address not in self._fails:
-                for key in [k for k, q in self._fails.items() if not q or q[-1] <= now - self.window]:
-                    del self._fails[key]
-            q = self._fails.setdefault(address, collections.deque())
-            self._trim(q, now)
-            q.append(now)
+        with self.store.transaction() as db:
+            db.conn.execute("DELETE FROM login_failures WHERE at <= ?", (self._cutoff(now),))
+            db.conn.execute("INSERT INTO login_failures (address, at) VALUES (?, ?)", (address, iso(now)))
 
     def reset(self, address: str) -> None:
-        with self._lock:
-            self._fails.pop(address, None)
+        with self.store.transaction() as db:
+            db.conn.execute("DELETE FROM login_failures WHERE address = ?", (address,))
 
 
 class ViewDedupe:

@@ -21,8 +21,49 @@ DEFAULT_LINK_TTL = timedelta(days=7)
 LINK_SALT = "aigen.magic-link"
 
 
-def secret_key(home: Home | Path) -> bytes:
-    """Read the signing secret, creating it atomically with mode 0600 on first use."""
+SECRET_ENV = "AIGEN_SECRET_KEY"
+SECRET_FILE_ENV = "AIGEN_SECRET_KEY_FILE"
+# As long as the key made on first use has (64 hex digits = 256 bits) would be best; 32 characters is the floor.
+MIN_SECRET_CHARS = 32
+
+
+def configured_secret(env=None) -> bytes | None:
+    """The signing secret given by configuration, the same on every host of a cluster: AIGEN_SECRET_KEY (the
+    value) or AIGEN_SECRET_KEY_FILE (a file holding it); None when neither is set. BadInput when it cannot be
+    used (both set, the file unreadable, shorter than 32 characters)."""
+    from aigen.errors import BadInput
+
+    env = os.environ if env is None else env
+    value = env.get(SECRET_ENV) or ""
+    path = (env.get(SECRET_FILE_ENV) or "").strip()
+    if value and path:
+        raise BadInput(f"both {SECRET_ENV} and {SECRET_FILE_ENV} are set: set only one")
+    if path:
+        try:
+            data = Path(path).read_bytes().strip()
+        except FileNotFoundError:
+            raise BadInput(f"{SECRET_FILE_ENV}={path!r}: no such file") from None
+        except OSError as e:
+            raise BadInput(f"{SECRET_FILE_ENV}={path!r} cannot be read: {e.strerror or e}") from None
+        where = f"the file {path} ({SECRET_FILE_ENV})"
+    elif value:
+        data = value.strip().encode("utf-8", "surrogateescape")
+        where = SECRET_ENV
+    else:
+        return None
+    if len(data) < MIN_SECRET_CHARS:
+        raise BadInput(f"the signing secret in {where} is {len(data)} characters long: it needs at least "
+                       f"{MIN_SECRET_CHARS}",
+                       hint="make one with: python -c \"import secrets; print(secrets.token_hex(32))\"")
+    return data
+
+
+def secret_key(home: Home | Path, env=None) -> bytes:
+    """The signing secret: AIGEN_SECRET_KEY or AIGEN_SECRET_KEY_FILE when set (every gallery host and notifier
+    of a cluster must sign alike), else the home's, created atomically with mode 0600 on first use."""
+    configured = configured_secret(env)
+    if configured is not None:
+        return configured
     base = home.path if isinstance(home, Home) else Path(home)
     path = base / SECRET_FILE
     try:

@@ -39,6 +39,13 @@ class _Handler:
         self.store_then_fail_reply = "451 4.3.0 Temporary failure after end of data"
         self.auth: list[tuple[str, str]] = []
         self.lock = threading.Lock()
+        # Hold the next DATA commands without answering until released (a send caught mid-way, for a
+        # test to kill its sender); a held message is not stored and is answered with a temporary error.
+        self.hold_next = 0
+        self.held: list[Received] = []
+        self.held_event = threading.Event()
+        self.release_event = threading.Event()
+        self.delay_s = 0.0  # every DATA answer waits this long (a server that takes its time)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         with self.lock:
@@ -49,6 +56,22 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        import asyncio
+
+        hold = False
+        with self.lock:
+            if self.hold_next > 0:
+                self.hold_next -= 1
+                hold = True
+                self.held.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
+                                          envelope.original_content or envelope.content))
+        if hold:
+            self.held_event.set()
+            while not self.release_event.is_set():
+                await asyncio.sleep(0.02)
+            return "451 4.3.0 Held, then refused (not stored)"
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         with self.lock:
             if self.fail_next > 0:
                 self.fail_next -= 1
@@ -116,11 +139,31 @@ class SmtpServer:
             if reply:
                 self.handler.store_then_fail_reply = reply
 
+    def hold_next(self, n: int = 1) -> None:
+        """The next ``n`` messages get no answer until ``release()``; they are not stored."""
+        with self.handler.lock:
+            self.handler.hold_next = n
+            self.handler.held_event.clear()
+            self.handler.release_event.clear()
+
+    def wait_held(self, timeout: float) -> Received | None:
+        if not self.handler.held_event.wait(timeout):
+            return None
+        with self.handler.lock:
+            return self.handler.held[-1]
+
+    def release(self) -> None:
+        self.handler.release_event.set()
+
+    def slow_down(self, seconds: float) -> None:
+        self.handler.delay_s = seconds
+
     def start(self) -> "SmtpServer":
         self.controller.start()
         return self
 
     def stop(self) -> None:
+        self.release()
         self.controller.stop()
 
     def __enter__(self) -> "SmtpServer":
