@@ -28,6 +28,7 @@ SCRIPTS = [
     ("fig3", "fig3_cli_startup"),
     ("fig4", "fig4_gallery"),
     ("fig5", "fig5_scale"),
+    ("fig6", "fig6_cluster"),
 ]
 
 

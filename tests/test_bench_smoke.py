@@ -19,7 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-SCRIPTS = ["fig1_orchestration", "fig2_local_renderer", "fig3_cli_startup", "fig4_gallery", "fig5_scale"]
+SCRIPTS = ["fig1_orchestration", "fig2_local_renderer", "fig3_cli_startup", "fig4_gallery", "fig5_scale",
+           "fig6_cluster"]
 
 
 @pytest.fixture(scope="module")

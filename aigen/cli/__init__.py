@@ -122,6 +122,8 @@ app.command("serve")(_serve.serve)
 app.command("events")(_events.events)
 app.add_typer(_user.app, name="user")
 app.command("doctor")(_doctor.doctor)
+app.command("worker")(_cluster.worker)
+app.command("cancel")(_cluster.cancel)
 app.add_typer(_cluster.app, name="cluster")
 
 

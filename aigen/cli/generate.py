@@ -153,6 +153,14 @@ def generate(
 
 def _start(state, store, home, gen_id, gen_row, user, images, videos, image_provider, video_provider, *,
            detach: bool, as_json: bool, quiet: bool) -> None:
+    from aigen.cluster import database_url
+
+    from aigen.cli.cluster import use_workers
+
+    url = database_url(home=home.path)
+    if use_workers(store, url):
+        _start_cluster(state, store, home, url, gen_id, gen_row, user, images, videos, image_provider,
+                       video_provider, detach=detach, as_json=as_json, quiet=quiet)
     if detach:
         pid, log_path = spawn_detached(home, gen_id)
         store.set_generation_fields(gen_id, log_path=str(log_path))
@@ -189,6 +197,46 @@ def _start(state, store, home, gen_id, gen_row, user, images, videos, image_prov
             store, home, gen_id, as_json=as_json, quiet=quiet,
             after_run=lambda gen: deliver_after_run(state, store, gen, as_json=as_json),
         )
+    except AigenError as e:
+        fail(e, as_json=as_json)
+    raise typer.Exit(code)
+
+
+def _start_cluster(state, store, home, url, gen_id, gen_row, user, images, videos, image_provider,
+                   video_provider, *, detach: bool, as_json: bool, quiet: bool) -> None:
+    """Cluster mode: enqueue the generation for the workers, then follow it from the store (or return at once)."""
+    from aigen.cli import cluster
+
+    try:
+        cluster.enqueue(url, gen_id)
+    except AigenError as e:
+        fail(e, as_json=as_json)
+    if detach:
+        from aigen.cli.notify import describe_schedule, print_schedule
+
+        schedule = describe_schedule(home, store.get_generation(gen_id))
+        if as_json:
+            print_json({"id": gen_id, "status": "Processing", "detached": True, "queued": True,
+                        "notification": schedule})
+        else:
+            console.print(f"{gen_id}")
+            console.print(f"[dim]Queued for the cluster's workers. Follow it with `aigen status {gen_id}`; "
+                          f"stop it with `aigen cancel {gen_id}`.[/]", highlight=False)
+            print_schedule(home, schedule)
+        raise typer.Exit(0)
+    if not as_json and not quiet:
+        for note in gen_row["options"].get("notes") or []:
+            console.print(f"[dim]Note: {escape(note)}[/]", highlight=False)
+        console.print(
+            f"Generation [bold]{gen_id}[/] for {user}: {_count(images, 'image')} ({image_provider}), "
+            f"{_count(videos, 'video')} ({video_provider}), queued for the cluster's workers "
+            f"(Ctrl-C detaches, it does not cancel)"
+        )
+    try:
+        from aigen.cli.notify import deliver_after_run
+
+        code = cluster.follow(store, home, gen_id, as_json=as_json, quiet=quiet,
+                              after_run=lambda gen: deliver_after_run(state, store, gen, as_json=as_json))
     except AigenError as e:
         fail(e, as_json=as_json)
     raise typer.Exit(code)

@@ -72,7 +72,21 @@ def retry(
         from aigen.pipeline.run import is_running
         from aigen.providers.base import get_provider
 
-        if is_running(state.home, gen_id):
+        from aigen.cluster import database_url
+
+        from aigen.cli import cluster
+
+        url = database_url(home=state.home.path)
+        if url is not None and not cluster.use_workers(store, url) and cluster.queued_anywhere(url, gen_id, store):
+            raise Busy(f"generation {gen_id} is queued on the cluster, where no worker is running now",
+                       hint=f"start `aigen worker`, or stop it with `aigen cancel {gen_id}`")
+        if not cluster.use_workers(store, url):
+            url = None
+        if url is not None:
+            if cluster.active_workflows(url, gen_id):
+                raise Busy(f"generation {gen_id} is queued or running on the cluster's workers",
+                           hint=f"follow it with `aigen status {gen_id}`, or stop it with `aigen cancel {gen_id}`")
+        elif is_running(state.home, gen_id):
             raise Busy(f"generation {gen_id} is being processed by another aigen process",
                        hint=f"follow it with `aigen status {gen_id}`")
         # The same checks as `generate`: a missing key stops here, before the
@@ -83,8 +97,16 @@ def retry(
             _print_skipped(refused, quiet=quiet)
         if not as_json and not quiet:
             console.print(f"Generation [bold]{gen_id}[/]: making {len(missing)} missing asset(s).")
-        code = run_foreground(store, state.home, gen_id, as_json=as_json, quiet=quiet,
-                              include_refused=include_refused, extra={"skipped": skipped})
+        if url is not None:
+            # The same assets as an embedded retry: every one not done, refused ones only if asked.
+            store.reopen_generation(gen_id, skip_refused=not include_refused)
+            store.set_generation_fields(gen_id, cancel_requested_at=None)
+            cluster.enqueue(url, gen_id, include_refused=include_refused)
+            code = cluster.follow(store, state.home, gen_id, as_json=as_json, quiet=quiet,
+                                  extra={"skipped": skipped})
+        else:
+            code = run_foreground(store, state.home, gen_id, as_json=as_json, quiet=quiet,
+                                  include_refused=include_refused, extra={"skipped": skipped})
     except AigenError as e:
         fail(e, as_json=as_json)
     raise typer.Exit(code)

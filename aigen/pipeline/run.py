@@ -177,10 +177,10 @@ class _AssetReporter:
                 log.debug("could not save progress", exc_info=True)
 
     def should_stop(self) -> bool:
-        return self.runner.stop.is_set()
+        return self.runner.stop.is_set() or self.runner.cancel_requested()
 
     def check_stop(self) -> None:
-        if self.runner.stop.is_set():
+        if self.should_stop():
             raise Cancelled("stopped before this asset finished")
 
 
@@ -246,9 +246,15 @@ class Runner:
         env: dict | None = None,
         providers: dict[str, Provider] | None = None,
         include_refused: bool = False,
+        cancel_check: Callable[[str], bool] | None = None,
         storage: "Storage | None" = None,
     ):
         self.store = store
+        # Cluster mode: cancel_check(generation_id) says whether `aigen cancel`
+        # was asked (read from the store, throttled by the caller); providers
+        # see it through the reporter's should_stop. None: never (embedded).
+        self.cancel_check = cancel_check
+        self._gen_id: str | None = None
         # Where kept files go (aigen.storage): the home's folder by default, S3 with AIGEN_STORAGE_URL.
         # (Imported here: `aigen status` imports this module and must load no storage code.)
         from aigen.storage import from_config
@@ -272,6 +278,15 @@ class Runner:
         self.no_space: NoSpace | None = None
         self.sources: SourceImages | None = None
         self._caps: dict[str, int] = {}
+
+    def cancel_requested(self) -> bool:
+        if self.cancel_check is None or self._gen_id is None:
+            return False
+        try:
+            return bool(self.cancel_check(self._gen_id))
+        except Exception:  # a read that failed is not a cancel
+            log.debug("could not read the cancel flag", exc_info=True)
+            return False
 
     def _emit(self, asset: dict, state: str, fraction: float | None, error: str | None) -> None:
         if self.listener is not None:
@@ -322,6 +337,50 @@ class Runner:
             if not self.stop.is_set():
                 self.store.finalize_generation(gen_id)
             return RunResult(self.store.get_generation(gen_id), self.store.assets(gen_id))
+
+    # -- one asset, alone (cluster mode: one queued job) --------------------
+    def run_asset(self, gen_id: str, asset_id: int) -> str:
+        """Make one asset of a generation, as a cluster worker's job; return its status after.
+
+        The same path as a run's thread (`_run_one`), without the run lock or
+        the pools: the job queue holds the caps. The asset's row says what an
+        earlier attempt left (money rules on a takeover):
+
+        * done: nothing to do (the job was recovered after it finished);
+        * a saved provider job id: the provider polls that job, never creates it again;
+        * `running` without a job id (the worker making it died): a free
+          provider (`local`) simply makes it again; a paid one may have made and
+          billed it, so it is failed, not sent again (the user decides with `aigen retry`).
+        """
+        self._gen_id = gen_id
+        gen = self.store.get_generation(gen_id)
+        asset = self.store.get_asset(asset_id)
+        if asset is None:
+            raise AigenError(f"asset {asset_id} of generation {gen_id} does not exist")
+        if asset["status"] in ("done", "failed"):
+            return asset["status"]
+        provider = self.provider(asset["provider"])
+        if asset["status"] == "running" and not asset.get("provider_job_id") and not getattr(provider, "free", False):
+            msg = (f"the worker making it stopped mid-call: {provider.name} may have made and billed it; not retried "
+                   f"so it is not paid for twice (make it again with `aigen retry {gen_id}`)")
+            self.store.fail_asset(asset_id, msg, code="worker_lost")
+            self._emit(asset, "failed", None, msg)
+            return "failed"
+        if self.cancel_requested():
+            return asset["status"]
+        directory = self.work_dir(gen)
+        directory.mkdir(parents=True, exist_ok=True)
+        options = gen.get("options") or {}
+        self.sources = None
+        if options.get("video_from_images") and gen.get("image_count") and asset["kind"] == "video":
+            # The images were made first (the generation's workflow waits for them).
+            self.sources = SourceImages(self.home, self.store.assets(gen_id), int(gen["image_count"]))
+        self.no_space = None
+        self._run_one(gen, asset, directory)
+        row = self.store.get_asset(asset_id) or asset
+        if self.no_space is not None:
+            raise self.no_space
+        return row["status"]
 
     def _run_assets(self, gen: dict, todo: list[dict], directory: Path) -> None:
         futures: set[Future] = set()

@@ -77,6 +77,10 @@ class Provider:
     # as broken. Otherwise a valid file of another size was paid for: it is
     # kept, with its real size and a note saying how it differs from the ask.
     guarantees_size: ClassVar[bool] = False
+    # True only for a provider that costs nothing to call again (`local`): a
+    # cluster worker that takes over the job of a dead one simply remakes it.
+    # Otherwise a call cut off mid-way may have been billed: it is not sent again.
+    free: ClassVar[bool] = False
 
     def __init__(self, env: dict | None = None, home: Path | None = None):
         self.env = dict(os.environ if env is None else env)

@@ -26,6 +26,7 @@ class LocalProvider(Provider):
     concurrency = max(2, os.cpu_count() or 2)
     # It renders exactly the asked size and length: a file that differs is broken.
     guarantees_size = True
+    free = True  # nothing is paid: a job cut off by a dead worker is simply made again
 
     def generate(self, req: AssetRequest, dest: Path, reporter: Reporter) -> AssetOutput:
         if req.kind == "image":

@@ -346,3 +346,35 @@ def m0013_notify_daemons(db):
         if_not_exists=True,
     )
     # No index beyond the key: one row per daemon ever started on the cluster, read whole.
+
+
+@migrations(name="0011_cluster_workers")
+def m0011_cluster_workers(db):
+    # `aigen worker` processes (cluster mode): one row per executor id, its
+    # heartbeat every few seconds. A worker whose heartbeat is older than
+    # AIGEN_WORKER_DEAD_AFTER is claimed by another one (state alive -> dead,
+    # in one UPDATE, so exactly one worker recovers it), which then recovers
+    # that executor's pending DBOS workflows.
+    db["workers"].create(
+        {
+            "executor_id": str,
+            "host": str,
+            "pid": int,
+            "started_at": str,
+            "heartbeat_at": str,
+            "state": str,  # alive | draining | stopped | dead
+            "providers": str,  # comma-separated; empty: every provider
+            "jobs": int,  # asset jobs running in it now
+            "recovered_by": str,  # the executor that took over its workflows (state dead)
+            "recovered_at": str,
+        },
+        pk="executor_id",
+        not_null={"host", "pid", "started_at", "heartbeat_at", "state"},
+        if_not_exists=True,
+    )
+    db["workers"].create_index(["state", "heartbeat_at"], if_not_exists=True)
+    # `aigen cancel ID`: when the cancel was asked; running provider calls see
+    # it at their next check (the reporter's should_stop) and stop.
+    gens = db["generations"]
+    if "cancel_requested_at" not in gens.columns_dict:
+        gens.add_column("cancel_requested_at", str)

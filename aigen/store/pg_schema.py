@@ -203,4 +203,20 @@ CREATE TABLE IF NOT EXISTS notify_daemons (
     stopped_at TEXT COLLATE "C"
 );
 """),
+    ("0011_cluster_workers", """
+CREATE TABLE IF NOT EXISTS workers (
+    executor_id TEXT COLLATE "C" PRIMARY KEY,
+    host TEXT COLLATE "C" NOT NULL,
+    pid BIGINT NOT NULL,
+    started_at TEXT COLLATE "C" NOT NULL,
+    heartbeat_at TEXT COLLATE "C" NOT NULL,
+    state TEXT COLLATE "C" NOT NULL,
+    providers TEXT COLLATE "C",
+    jobs BIGINT,
+    recovered_by TEXT COLLATE "C",
+    recovered_at TEXT COLLATE "C"
+);
+CREATE INDEX IF NOT EXISTS idx_workers_state_heartbeat_at ON workers (state, heartbeat_at);
+ALTER TABLE generations ADD COLUMN IF NOT EXISTS cancel_requested_at TEXT COLLATE "C";
+"""),
 ]

@@ -117,8 +117,52 @@ class OffsizeProvider(Provider):
         return AssetOutput(format="png", model="offsize-1")
 
 
+class PacedProvider(Provider):
+    """A paid-like provider taking AIGEN_TEST_DELAY seconds per image, recording its calls in flight.
+
+    Each call appends "begin <time> <pid> <generation> <index>" and then "end ..." to the
+    file named by AIGEN_TEST_INFLIGHT (O_APPEND: safe across processes), so a test
+    can count the most calls in flight at once over every worker process. It is not
+    `free`: a call cut off by a dead worker may have been billed. It notices a stop
+    (cancel, drain) between short sleeps.
+    """
+
+    name = "paced"
+    kinds = frozenset({"image"})
+    description = "test provider"
+    default_models = {"image": "paced-1"}
+    concurrency = 2
+    guarantees_size = True
+
+    @staticmethod
+    def _mark(what: str, req: AssetRequest) -> None:
+        path = os.environ.get("AIGEN_TEST_INFLIGHT")
+        if path:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, f"{what} {time.time():.6f} {os.getpid()} {req.generation_id} {req.index}\n".encode())
+            finally:
+                os.close(fd)
+
+    def generate(self, req: AssetRequest, dest: Path, reporter: Reporter) -> AssetOutput:
+        _record(req)
+        self._mark("begin", req)
+        try:
+            end = time.monotonic() + float(os.environ.get("AIGEN_TEST_DELAY", "0.5"))
+            while time.monotonic() < end:
+                if getattr(reporter, "should_stop", lambda: False)():
+                    from aigen.pipeline.run import Cancelled
+
+                    raise Cancelled("stopped")
+                time.sleep(min(0.02, max(0.0, end - time.monotonic())))
+            tiny_png(dest, req.width, req.height, req.seed)
+        finally:
+            self._mark("end", req)
+        return AssetOutput(format="png", model="paced-1")
+
+
 PLUGINS = ",".join(
     f"{n}=fakes.testproviders:{c}" for n, c in
     [("flaky", "FlakyProvider"), ("slow", "SlowProvider"), ("garbage", "GarbageProvider"),
-     ("offsize", "OffsizeProvider")]
+     ("offsize", "OffsizeProvider"), ("paced", "PacedProvider")]
 )

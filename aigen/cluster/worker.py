@@ -1,0 +1,541 @@
+"""`aigen worker`: one process of the cluster, taking asset jobs from the provider queues.
+
+Lifecycle:
+
+1. a stable executor id (``--id``, else host-pid-random), a ``workers`` row;
+2. DBOS launched on the cluster database (its tables in schema aigen_dbos),
+   listening to ``aigen-generations`` and the queues of the providers it
+   serves; each provider queue registered with the provider's cap as its
+   global concurrency and AIGEN_<PROVIDER>_RATE calls/minute as its limiter;
+3. a heartbeat every AIGEN_WORKER_HEARTBEAT seconds (default 5), and the dead
+   watch: a worker whose heartbeat is older than AIGEN_WORKER_DEAD_AFTER
+   (default 60 s) is claimed in one UPDATE (so only one worker recovers it)
+   and its pending DBOS workflows are re-enqueued on their own queues;
+4. SIGTERM (or Ctrl-C) drains: no new jobs; running ones get
+   AIGEN_WORKER_DRAIN_TIMEOUT seconds (default 30) to finish, then are
+   stopped at their next check and handed back (the asset is queued again,
+   its saved job id kept); what this process still holds is re-enqueued for
+   the other workers; exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from aigen.cluster import ClusterUnavailable, describe_db_error, is_db_error
+from aigen.config import Home
+from aigen.errors import AigenError, BadInput
+
+log = logging.getLogger("aigen.cluster.worker")
+
+FINAL_ASSET = ("done", "failed")
+CANCELLED_MSG = "cancelled with `aigen cancel`"
+
+
+def _env_float(env: dict, name: str, default: float, lo: float, hi: float) -> float:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadInput(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not lo <= value <= hi:
+        raise BadInput(f"{name} must be between {lo:g} and {hi:g} seconds, not {raw}")
+    return value
+
+
+def iso(dt: datetime) -> str:
+    from aigen.store.core import iso as store_iso
+
+    return store_iso(dt)
+
+
+def open_store(home: Home, env: dict):
+    """The store of the cluster (PostgreSQL once aigen.store.open_store exists; else the home's SQLite)."""
+    try:
+        from aigen.store import open_store as configured  # helper "pgstore"
+    except ImportError:
+        configured = None
+    if configured is not None:
+        return configured(home, env=env)
+    from aigen.store.core import Store
+
+    home.ensure()
+    return Store(home.db_path)
+
+
+def pg_url(url: str) -> str:
+    """The URL as libpq takes it (no SQLAlchemy driver suffix)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.split('+')[0]}{sep}{rest}" if sep else url
+
+
+def check_database(url: str) -> None:
+    """One clear line (ClusterUnavailable) when the cluster database cannot be reached."""
+    import psycopg
+
+    try:
+        psycopg.connect(pg_url(url), connect_timeout=5).close()
+    except Exception as e:
+        raise describe_db_error(e, url) from None
+
+
+def rate_limiter(provider: str, env: dict) -> dict | None:
+    """AIGEN_<PROVIDER>_RATE (calls per minute) as a DBOS limiter, or None."""
+    from aigen.config import concurrency_env_var
+
+    var = concurrency_env_var(provider).replace("_CONCURRENCY", "_RATE")
+    raw = (env.get(var) or "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadInput(f"{var} must be a number of calls per minute, not {raw!r}") from None
+    if not 0 < value <= 100000:
+        raise BadInput(f"{var} must be more than 0 calls per minute, not {raw}")
+    # DBOS counts whole calls in a window: N calls per 60 s (fractions: 1 call per 60/N s).
+    if value >= 1:
+        return {"limit": int(value), "period": 60.0}
+    return {"limit": 1, "period": 60.0 / value}
+
+
+@dataclass
+class Settings:
+    executor_id: str
+    providers: list[str]  # served by this worker
+    concurrency: int | None  # most jobs at once per provider queue in this process
+    heartbeat_s: float
+    dead_after_s: float
+    drain_timeout_s: float
+    poll_s: float
+    caps: dict[str, int] = field(default_factory=dict)
+    rates: dict[str, dict | None] = field(default_factory=dict)
+
+
+class Waker:
+    """Lets a NOTIFY cut short the DBOS queue threads' polling waits.
+
+    DBOS polls each queue every polling_interval_sec. Its queue threads wait on
+    one stop event; this replaces that event's wait() so that it also returns
+    (as "poll now") when wake() is called: idle workers poll rarely, yet start a
+    job as soon as it is enqueued or a slot frees.
+    """
+
+    # After a wake-up, poll every HOT_POLL_S for HOT_S: the NOTIFY of a freed slot can arrive
+    # a moment before DBOS has recorded the job's end, and the slot must not wait for the idle poll.
+    HOT_S = 1.0
+    HOT_POLL_S = 0.05
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+        self.cond = threading.Condition()
+        self.generation = 0
+        self.hot_until = 0.0
+        event.wait = self.wait  # the instance attribute shadows Event.wait
+
+    def wake(self) -> None:
+        with self.cond:
+            self.generation += 1
+            self.hot_until = time.monotonic() + self.HOT_S
+            self.cond.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is not None and time.monotonic() < self.hot_until:
+            timeout = min(timeout, self.HOT_POLL_S)
+        end = None if timeout is None else time.monotonic() + timeout
+        with self.cond:
+            start = self.generation
+            while not self.event.is_set() and self.generation == start:
+                remaining = 0.5 if end is None else min(0.5, end - time.monotonic())
+                if remaining <= 0:
+                    break
+                self.cond.wait(remaining)
+        return self.event.is_set()
+
+
+def listen_for_work(url: str, waker: Waker, stop: threading.Event) -> None:
+    """LISTEN on the wake channel; every notification wakes the queue threads. Reconnects on failure."""
+    import psycopg
+
+    from aigen.cluster.engine import WAKE_CHANNEL
+
+    while not stop.is_set():
+        try:
+            with psycopg.connect(pg_url(url), autocommit=True, connect_timeout=5) as conn:
+                conn.execute(f"LISTEN {WAKE_CHANNEL}")
+                waker.wake()  # anything enqueued while not listening
+                while not stop.is_set():
+                    for _ in conn.notifies(timeout=1.0, stop_after=1):
+                        waker.wake()
+        except Exception:
+            log.debug("wake-up listener lost its connection", exc_info=True)
+            stop.wait(1.0)
+
+
+def default_executor_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class Worker:
+    def __init__(self, home: Home, url: str, settings: Settings, env: dict | None = None):
+        self.home = home
+        self.url = url
+        self.s = settings
+        self.env = dict(os.environ if env is None else env)
+        check_database(url)
+        self.store = open_store(home, self.env)
+        self.draining = threading.Event()  # no new jobs
+        self.stop_jobs = threading.Event()  # running jobs stop at their next check (hand back)
+        self.exiting = threading.Event()
+        self._lock = threading.Lock()
+        self.jobs = 0
+        self.handed_back = 0  # jobs stopped by the drain, waiting for the process to end
+        self._cancel_cache: dict[str, tuple[float, bool]] = {}
+        self._providers_cache: dict = {}
+        self.started_at = datetime.now(timezone.utc)
+        # The generations' workflows (one DBOS thread each, mostly waiting on their assets) do their
+        # few store calls here: the store keeps a connection per thread, and fifty waiting
+        # generations must not hold fifty PostgreSQL connections.
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._db_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="aigen-store")
+
+    def _on_pool(self, fn, *args):
+        return self._db_pool.submit(fn, *args).result()
+
+    # -- the workflows' side (engine.Context) ---------------------------------
+    def assets_to_make(self, gen_id: str) -> list[list[dict]]:
+        return self._on_pool(self._assets_to_make, gen_id)
+
+    def _assets_to_make(self, gen_id: str) -> list[list[dict]]:
+        gen = self.store.get_generation(gen_id)
+        todo = [{"id": a["id"], "provider": a["provider"], "kind": a["kind"], "idx": a["idx"]}
+                for a in self.store.assets(gen_id) if a["status"] not in FINAL_ASSET]
+        if (gen.get("options") or {}).get("video_from_images"):
+            return [p for p in ([a for a in todo if a["kind"] == "image"],
+                                [a for a in todo if a["kind"] == "video"]) if p]
+        # Longest jobs first, as in embedded mode.
+        return [sorted(todo, key=lambda a: (a["kind"] != "video", a["idx"]))]
+
+    def finalize(self, gen_id: str) -> str:
+        return self._on_pool(self.store.finalize_generation, gen_id)
+
+    def cancelled(self, gen_id: str) -> bool:
+        """Whether `aigen cancel` was asked for this generation (read at most once a second)."""
+        now = time.monotonic()
+        hit = self._cancel_cache.get(gen_id)
+        if hit is not None and now - hit[0] < 1.0:
+            return hit[1]
+        row = self.store.query_one("SELECT cancel_requested_at FROM generations WHERE id = ?", (gen_id,))
+        value = bool(row and row.get("cancel_requested_at"))
+        self._cancel_cache[gen_id] = (now, value)
+        return value
+
+    def run_asset(self, gen_id: str, asset_id: int, include_refused: bool) -> str:
+        from aigen.pipeline.run import Runner
+
+        with self._lock:
+            self.jobs += 1
+        handed_back = False
+        try:
+            runner = Runner(self.store, self.home, env=self.env, include_refused=include_refused,
+                            providers=self._providers_cache, cancel_check=self.cancelled)
+            runner.stop = self.stop_jobs
+            status = runner.run_asset(gen_id, asset_id)
+            if status not in FINAL_ASSET and self.cancelled(gen_id):
+                self.store.fail_asset(asset_id, CANCELLED_MSG, code="cancelled")
+                self.store.finalize_generation(gen_id)
+                status = "failed"
+            elif status not in FINAL_ASSET and self.stop_jobs.is_set():
+                handed_back = True
+            # Providers made by this job are kept for the next one (their HTTP clients, keys).
+            self._providers_cache.update(runner.providers)
+            return status
+        finally:
+            with self._lock:
+                self.jobs -= 1
+            # The store keeps one connection per thread, and DBOS runs each job on whichever of its
+            # (many) threads is free: give this one back, or the connections pile up past max_connections.
+            close = getattr(self.store, "close", None)
+            if close is not None and getattr(self.store, "backend", "sqlite") == "postgresql":
+                try:
+                    close()
+                except Exception:
+                    log.debug("closing this thread's store connection failed", exc_info=True)
+            if not handed_back:
+                from aigen.cluster.engine import _dbos_engine, notify_queues
+
+                notify_queues(_dbos_engine())  # a slot is free: the next job may start at once
+            if handed_back:
+                # Keep this workflow PENDING on this executor: the drain re-enqueues it for
+                # another worker, which makes the asset (or polls its saved job) again.
+                log.info("asset %s handed back", asset_id)
+                with self._lock:
+                    self.handed_back += 1
+                self.exiting.wait()
+
+    # -- the workers row ------------------------------------------------------
+    def register(self) -> None:
+        now = iso(datetime.now(timezone.utc))
+        with self.store.transaction() as db:
+            db.conn.execute("DELETE FROM workers WHERE executor_id = ?", (self.s.executor_id,))
+            db.conn.execute(
+                "INSERT INTO workers (executor_id, host, pid, started_at, heartbeat_at, state, providers, jobs) "
+                "VALUES (?, ?, ?, ?, ?, 'alive', ?, 0)",
+                (self.s.executor_id, socket.gethostname(), os.getpid(), now, now, ",".join(self.s.providers)))
+
+    def heartbeat(self, now: datetime | None = None) -> bool:
+        """Touch this worker's row; False when another worker declared it dead (it must stop)."""
+        now = now or datetime.now(timezone.utc)
+        state = "draining" if self.draining.is_set() else "alive"
+        with self.store.transaction() as db:
+            cur = db.conn.execute(
+                "UPDATE workers SET heartbeat_at = ?, jobs = ?, state = ? WHERE executor_id = ? AND state != 'dead'",
+                (iso(now), self.jobs, state, self.s.executor_id))
+            return cur.rowcount != 0
+
+    def claim_dead(self, now: datetime | None = None) -> list[str]:
+        """Workers whose heartbeat stopped, each claimed by exactly one worker (this one, when it wins)."""
+        now = now or datetime.now(timezone.utc)
+        cutoff = iso(now - timedelta(seconds=self.s.dead_after_s))
+        rows = self.store.query(
+            "SELECT executor_id FROM workers WHERE state IN ('alive', 'draining') AND heartbeat_at < ? "
+            "AND executor_id != ?", (cutoff, self.s.executor_id))
+        # A worker that stopped cleanly handed its workflows back; one left PENDING by a race at its
+        # exit (a job ending just as it left) is recovered once more, which is harmless: DBOS only
+        # re-enqueues workflows still PENDING on that executor.
+        stopped = self.store.query(
+            "SELECT executor_id FROM workers WHERE state = 'stopped' AND recovered_by IS NULL AND heartbeat_at < ?",
+            (cutoff,))
+        won = []
+        for r in stopped:
+            with self.store.transaction() as db:
+                cur = db.conn.execute(
+                    "UPDATE workers SET recovered_by = ?, recovered_at = ? WHERE executor_id = ? "
+                    "AND state = 'stopped' AND recovered_by IS NULL", (self.s.executor_id, iso(now), r["executor_id"]))
+                if cur.rowcount == 1:
+                    won.append(r["executor_id"])
+        for r in rows:
+            with self.store.transaction() as db:
+                cur = db.conn.execute(
+                    "UPDATE workers SET state = 'dead', recovered_by = ?, recovered_at = ?, jobs = 0 "
+                    "WHERE executor_id = ? AND state IN ('alive', 'draining') AND heartbeat_at < ?",
+                    (self.s.executor_id, iso(now), r["executor_id"], cutoff))
+                if cur.rowcount == 1:
+                    won.append(r["executor_id"])
+        return won
+
+    def recover(self, executor_ids: list[str]) -> int:
+        from dbos import DBOS
+
+        from aigen.cluster.engine import _dbos_engine, notify_queues
+
+        handles = DBOS._recover_pending_workflows(executor_ids)
+        notify_queues(_dbos_engine())
+        for eid in executor_ids:
+            self.store.log_event("worker_recovered", reason=f"heartbeat older than {self.s.dead_after_s:g} s",
+                                 detail=f"{self.s.executor_id} took over {eid} ({len(handles)} workflow(s))")
+        return len(handles)
+
+    # -- the process ----------------------------------------------------------
+    def launch(self) -> None:
+        from dbos import DBOS
+
+        from aigen.cluster import engine
+
+        engine.set_context(self)
+        config = {
+            "name": engine.APP_NAME,
+            "system_database_url": self.url,
+            "dbos_system_schema": engine.SCHEMA,
+            "executor_id": self.s.executor_id,
+            "application_version": engine.APP_VERSION,
+            "log_level": self.env.get("AIGEN_DBOS_LOG_LEVEL", "WARNING"),
+            # DBOS flushes its coalesced notifications every 10 ms by default, which alone keeps an
+            # idle worker busy; aigen uses no DBOS events or streams, so a slower flush costs nothing.
+            "notification_coalesce_sec": 0.5,
+            # DBOS's own connections (default 20 per process): enough for the queue threads and the
+            # waiting generations, while many workers stay under PostgreSQL's max_connections.
+            "sys_db_pool_size": int(self.env.get("AIGEN_DBOS_POOL_SIZE") or 8),
+        }
+        DBOS(config=config)
+        DBOS.listen_queues([engine.GEN_QUEUE, *[engine.queue_name(p) for p in self.s.providers]])
+        DBOS.launch()
+        for p in self.s.providers:
+            DBOS.register_queue(engine.queue_name(p), global_concurrency=self.s.caps[p],
+                                limiter=self.s.rates.get(p), polling_interval_sec=self.s.poll_s,
+                                on_conflict="always_update")
+        DBOS.register_queue(engine.GEN_QUEUE, polling_interval_sec=self.s.poll_s, on_conflict="always_update")
+        self._limit_this_process()
+        self._wake_on_notify()
+
+    def _wake_on_notify(self) -> None:
+        from dbos._dbos import _get_dbos_instance
+        from dbos._queue import queue_thread
+
+        dbos = _get_dbos_instance()
+        events = dbos.background_thread_stop_events
+        threads = [t for t in dbos._background_threads if getattr(t, "_target", None) is queue_thread]
+        event = threads[0]._args[0] if threads else None
+        if event is None or event not in events:
+            log.warning("cannot hook the DBOS queue thread: queues are polled every %s s", self.s.poll_s)
+            return
+        self.waker = Waker(event)
+        threading.Thread(target=listen_for_work, args=(self.url, self.waker, self.exiting), daemon=True,
+                         name="aigen-wake").start()
+
+    def _limit_this_process(self) -> None:
+        """--concurrency and the drain, applied to this process only.
+
+        DBOS keeps a queue's worker_concurrency in the database, shared by every
+        worker; this process's own limit is set on the copy its queue threads
+        reload each poll: N jobs per provider queue, 0 while draining.
+        """
+        from dbos._dbos import _get_dbos_instance
+
+        sys_db = _get_dbos_instance()._sys_db
+        original = sys_db.get_queue
+        worker = self
+
+        def get_queue(name, *args, **kwargs):
+            q = original(name, *args, **kwargs)
+            if q is not None:
+                if worker.draining.is_set():
+                    q._worker_concurrency = 0
+                elif worker.s.concurrency is not None and name != "aigen-generations":
+                    q._worker_concurrency = worker.s.concurrency
+            return q
+
+        sys_db.get_queue = get_queue
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; the exit code."""
+        stop = threading.Event()
+
+        def on_signal(signum, frame):
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.register()
+        self.launch()
+        print(f"aigen worker {self.s.executor_id}: serving {', '.join(self.s.providers)} "
+              f"(caps {', '.join(f'{p} {self.s.caps[p]}' for p in self.s.providers)}); SIGTERM drains",
+              flush=True)
+        next_beat = 0.0
+        while not stop.is_set():
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + self.s.heartbeat_s
+                try:
+                    if not self.heartbeat():
+                        print(f"aigen worker {self.s.executor_id}: another worker declared this one dead and "
+                              f"took over its jobs; stopping", file=sys.stderr, flush=True)
+                        os._exit(3)
+                    dead = self.claim_dead()
+                    if dead:
+                        n = self.recover(dead)
+                        print(f"aigen worker {self.s.executor_id}: took over {n} job(s) of dead worker(s) "
+                              f"{', '.join(dead)}", flush=True)
+                except Exception as e:
+                    if not is_db_error(e):
+                        raise
+                    print(f"aigen worker: the cluster database is unreachable ({describe_db_error(e, self.url).message}); "
+                          f"retrying", file=sys.stderr, flush=True)
+            stop.wait(min(self.s.heartbeat_s, max(0.05, next_beat - time.monotonic())))
+        return self.drain()
+
+    def drain(self) -> int:
+        from dbos import DBOS
+
+        self.draining.set()
+        print(f"aigen worker {self.s.executor_id}: draining ({self.jobs} job(s) running)", flush=True)
+        try:
+            self.heartbeat()
+        except Exception:
+            log.debug("heartbeat during drain failed", exc_info=True)
+        deadline = time.monotonic() + self.s.drain_timeout_s
+        while self.jobs and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.jobs:
+            print(f"aigen worker {self.s.executor_id}: handing back {self.jobs} job(s) still running", flush=True)
+            self.stop_jobs.set()
+            end = time.monotonic() + 60
+            while self.jobs and time.monotonic() < end:
+                time.sleep(0.1)
+        # A job that just ended is still being recorded by DBOS: let it finish, so it is not handed back.
+        from dbos._dbos import _get_dbos_instance
+
+        from aigen.cluster.engine import queue_name
+
+        active = _get_dbos_instance()._active_workflows_set
+        end = time.monotonic() + 5
+        while time.monotonic() < end and sum(
+                active.count_for_queue(queue_name(p)) for p in self.s.providers) > self.handed_back:
+            time.sleep(0.05)
+        # What this process still holds (generations waiting on their assets, jobs handed
+        # back) goes back on its queue for the other workers.
+        try:
+            n = len(DBOS._recover_pending_workflows([self.s.executor_id]))
+            with self.store.transaction() as db:
+                db.conn.execute("UPDATE workers SET state = 'stopped', jobs = 0, heartbeat_at = ? "
+                                "WHERE executor_id = ?", (iso(datetime.now(timezone.utc)), self.s.executor_id))
+        except Exception as e:
+            print(f"aigen worker: could not hand back its workflows: {e}", file=sys.stderr, flush=True)
+            os._exit(1)
+        print(f"aigen worker {self.s.executor_id}: stopped ({n} workflow(s) handed back)", flush=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Threads blocked in handed-back jobs or waiting generations end with the process.
+        self.exiting.set()
+        os._exit(0)
+
+
+def settings_from(home: Home, env: dict, *, executor_id: str | None, providers: str | None,
+                  concurrency: int | None) -> Settings:
+    from aigen.providers.base import get_provider, provider_names
+
+    names = provider_names()
+    if providers:
+        wanted = [p.strip() for p in providers.split(",") if p.strip()]
+        unknown = [p for p in wanted if p not in names]
+        if unknown or not wanted:
+            raise BadInput(f"unknown provider {', '.join(unknown) or repr(providers)} in --providers",
+                           hint=f"choose among: {', '.join(names)}")
+    else:
+        wanted = list(names)
+    if concurrency is not None and not 1 <= concurrency <= 1000:
+        raise BadInput("--concurrency must be between 1 and 1000")
+    if executor_id is not None and not executor_id.strip():
+        raise BadInput("--id must not be empty")
+    s = Settings(
+        executor_id=(executor_id or default_executor_id()).strip(),
+        providers=wanted,
+        concurrency=concurrency,
+        heartbeat_s=_env_float(env, "AIGEN_WORKER_HEARTBEAT", 5.0, 0.05, 600),
+        dead_after_s=_env_float(env, "AIGEN_WORKER_DEAD_AFTER", 60.0, 0.2, 86400),
+        drain_timeout_s=_env_float(env, "AIGEN_WORKER_DRAIN_TIMEOUT", 30.0, 0, 86400),
+        poll_s=_env_float(env, "AIGEN_QUEUE_POLL", 2.0, 0.01, 60),
+    )
+    if s.heartbeat_s * 2 > s.dead_after_s:
+        s.heartbeat_s = s.dead_after_s / 3
+    for p in wanted:
+        prov = get_provider(p, env=env, home=home.path)
+        s.caps[p] = prov.concurrency_cap()[0]
+        s.rates[p] = rate_limiter(p, env)
+    return s
+
+
+__all__ = ["Worker", "Settings", "settings_from", "open_store", "ClusterUnavailable", "AigenError"]
