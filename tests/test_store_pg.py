@@ -141,6 +141,16 @@ def _run_cli(args, env, home):
                           text=True, timeout=180)
 
 
+def test_generate_on_a_cluster_store_without_workers_says_it_makes_the_assets_itself(pg_database, tmp_path):
+    env = {"AIGEN_DATABASE_URL": pg_database}
+    r = _run_cli(["generate", "a fox", "--user", "alice", "--images", "1", "--videos", "0", "--image-size",
+                  "64x64"], env, tmp_path / "home")
+    assert r.returncode == 0, r.stderr
+    said = " ".join((r.stdout + r.stderr).split())
+    assert "No live worker on the cluster" in said and "making the assets in this process" in said
+    assert "Traceback" not in r.stdout + r.stderr
+
+
 def test_generate_then_status_on_postgresql(pg_database, tmp_path):
     home = tmp_path / "home"
     env = {"AIGEN_DATABASE_URL": pg_database}

@@ -161,6 +161,12 @@ def _start(state, store, home, gen_id, gen_row, user, images, videos, image_prov
     if use_workers(store, url):
         _start_cluster(state, store, home, url, gen_id, gen_row, user, images, videos, image_provider,
                        video_provider, detach=detach, as_json=as_json, quiet=quiet)
+    if url is not None and not as_json and not quiet:
+        # Say it: on a cluster store nobody is taking jobs, so this machine makes the assets itself
+        # (with its own keys, its own per-process caps), as in embedded mode.
+        console.print("[dim]No live worker on the cluster (`aigen cluster status`): making the assets in this "
+                      "process. Start `aigen worker` on a machine to have them queued for the cluster.[/]",
+                      highlight=False)
     if detach:
         pid, log_path = spawn_detached(home, gen_id)
         store.set_generation_fields(gen_id, log_path=str(log_path))
