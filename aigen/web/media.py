@@ -161,19 +161,40 @@ def file_response(path: Path, environ: dict, *, etag_seed: str | None = None, do
     sent, or None for a 304/416, so the caller can tell a first fetch from the
     continuation of a video.
     """
-    from bottle import HTTPResponse
-
     st = path.stat()
-    size = st.st_size
+
+    def body(start: int, length: int):
+        if _server_sends_files(environ):
+            # Hand waitress the open file, positioned at the start of the range: it
+            # sends exactly Content-Length bytes from there straight to the socket,
+            # without copying every block through its output buffer (which spills
+            # to a temporary file past 1 MiB). Measured in bench/fig4_gallery.py.
+            fh = open(path, "rb")
+            fh.seek(start)
+            return fh
+        return _read(path, start, length)
+
     # A strong ETag: from the content hash recorded in the database when there
     # is one, else from size and modification time.
-    seed = etag_seed[:32] if etag_seed else f"{size:x}-{st.st_mtime_ns:x}"
+    return _respond(environ, size=st.st_size, mtime=st.st_mtime, mtime_ns=st.st_mtime_ns, suffix=path.suffix,
+                    etag_seed=etag_seed, download_name=download_name, cache_control=cache_control, body=body)
+
+
+def _respond(environ: dict, *, size: int, mtime: float, mtime_ns: int, suffix: str, etag_seed: str | None,
+             download_name: str | None, cache_control: str, body):
+    """HTTP's rules for one file whatever holds it: ETag and Last-Modified, 304, one Range, If-Range, 416, HEAD.
+
+    ``body(start, length)`` gives the bytes to send (a seeked file, a generator, a stream).
+    """
+    from bottle import HTTPResponse
+
+    seed = etag_seed[:32] if etag_seed else f"{size:x}-{mtime_ns:x}"
     etag = f'"{seed}"'
     headers = {
-        "Content-Type": CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream"),
+        "Content-Type": CONTENT_TYPES.get(suffix.lower(), "application/octet-stream"),
         "Accept-Ranges": "bytes",
         "ETag": etag,
-        "Last-Modified": http_date(st.st_mtime),
+        "Last-Modified": http_date(mtime),
         "Cache-Control": cache_control,
         "Cross-Origin-Resource-Policy": "same-origin",
     }
@@ -187,7 +208,7 @@ def file_response(path: Path, environ: dict, *, etag_seed: str | None = None, do
     elif ims:
         # Not a valid date: the header is ignored (RFC 9110 13.1.3).
         since = parse_http_date(ims)
-        not_modified = since is not None and int(st.st_mtime) <= since
+        not_modified = since is not None and int(mtime) <= since
     else:
         not_modified = False
     if not_modified:
@@ -206,7 +227,7 @@ def file_response(path: Path, environ: dict, *, etag_seed: str | None = None, do
         else:
             # A date that is not one (or not this file's time) validates nothing.
             since = parse_http_date(if_range)
-            if since is None or since < int(st.st_mtime):
+            if since is None or since < int(mtime):
                 rng = None
     if rng == "unsatisfiable":
         headers.pop("Content-Disposition", None)
@@ -222,18 +243,10 @@ def file_response(path: Path, environ: dict, *, etag_seed: str | None = None, do
     length = end - start + 1 if size else 0
     headers["Content-Length"] = str(length)
     if environ.get("REQUEST_METHOD") == "HEAD" or length == 0:
-        body = []
-    elif _server_sends_files(environ):
-        # Hand waitress the open file, positioned at the start of the range: it
-        # sends exactly Content-Length bytes from there straight to the socket,
-        # without copying every block through its output buffer (which spills
-        # to a temporary file past 1 MiB). Measured in bench/fig4_gallery.py.
-        fh = open(path, "rb")
-        fh.seek(start)
-        body = fh
+        content = []
     else:
-        body = _read(path, start, length)
-    return HTTPResponse(body=body, status=status, headers=headers), (start, end)
+        content = body(start, length)
+    return HTTPResponse(body=content, status=status, headers=headers), (start, end)
 
 
 def _server_sends_files(environ: dict) -> bool:
@@ -274,68 +287,15 @@ def storage_response(storage, key: str, environ: dict, *, etag_seed: str | None 
                      download_name: str | None = None, cache_control: str = "private, no-cache"):
     """The response for an object of a Storage backend, streamed through this server (AIGEN_MEDIA_DELIVERY=stream).
 
-    The same rules as file_response (conditional requests, one Range, If-Range,
-    416, HEAD); the bytes come from ``storage.open_range``. Returns
-    (response, byte_range) like file_response. Raises ObjectMissing when the
-    object is gone (the caller answers 404).
+    The same rules as file_response (one _respond for both); the bytes come
+    from ``storage.open_range``. Returns (response, byte_range) like
+    file_response. Raises ObjectMissing when the object is gone (the caller
+    answers 404).
     """
-    from bottle import HTTPResponse
-
     size, mtime = storage.stat(key)
-    seed = etag_seed[:32] if etag_seed else f"{size:x}-{int(mtime * 1e9):x}"
-    etag = f'"{seed}"'
-    suffix = os.path.splitext(key)[1].lower()
-    headers = {
-        "Content-Type": CONTENT_TYPES.get(suffix, "application/octet-stream"),
-        "Accept-Ranges": "bytes",
-        "ETag": etag,
-        "Last-Modified": http_date(mtime),
-        "Cache-Control": cache_control,
-        "Cross-Origin-Resource-Policy": "same-origin",
-    }
-    if download_name:
-        headers["Content-Disposition"] = f'attachment; filename="{download_name}"'
-    inm = environ.get("HTTP_IF_NONE_MATCH")
-    ims = environ.get("HTTP_IF_MODIFIED_SINCE")
-    if inm is not None:
-        not_modified = _etag_matches(inm, etag)
-    elif ims:
-        since = parse_http_date(ims)
-        not_modified = since is not None and int(mtime) <= since
-    else:
-        not_modified = False
-    if not_modified:
-        for h in ("Content-Type", "Content-Disposition"):
-            headers.pop(h, None)
-        return HTTPResponse(status=304, headers=headers), None
-    rng = parse_range(environ.get("HTTP_RANGE"), size)
-    if_range = (environ.get("HTTP_IF_RANGE") or "").strip(" \t")
-    if rng is not None and if_range:
-        if if_range.startswith('"') or if_range.startswith("W/"):
-            if if_range != etag:
-                rng = None
-        else:
-            since = parse_http_date(if_range)
-            if since is None or since < int(mtime):
-                rng = None
-    if rng == "unsatisfiable":
-        headers.pop("Content-Disposition", None)
-        headers["Content-Range"] = f"bytes */{size}"
-        headers["Content-Type"] = "text/plain; charset=utf-8"
-        return HTTPResponse(body=b"", status=416, headers=headers), None
-    if rng is None:
-        start, end, status = 0, size - 1, 200
-    else:
-        start, end = rng
-        status = 206
-        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    length = end - start + 1 if size else 0
-    headers["Content-Length"] = str(length)
-    if environ.get("REQUEST_METHOD") == "HEAD" or length == 0:
-        body = []
-    else:
-        body = _Body(storage.open_range(key, start, end))
-    return HTTPResponse(body=body, status=status, headers=headers), (start, end)
+    return _respond(environ, size=size, mtime=mtime, mtime_ns=int(mtime * 1e9), suffix=os.path.splitext(key)[1],
+                    etag_seed=etag_seed, download_name=download_name, cache_control=cache_control,
+                    body=lambda start, length: _Body(storage.open_range(key, start, start + length - 1)))
 
 
 def first_byte_asked(header: str | None) -> tuple[int, int] | None:
