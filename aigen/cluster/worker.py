@@ -128,64 +128,86 @@ class Waker:
     """Lets a NOTIFY cut short the DBOS queue threads' polling waits.
 
     DBOS polls each queue every polling_interval_sec, and doubles that interval
-    (up to 120 s) after each serialization conflict with another worker's
-    dequeue. Its queue threads (named ``queue-worker-<queue>``) wait on one stop
-    event; this replaces that event's wait() so that:
+    (up to 120 s) after each serialization conflict between two workers'
+    dequeues. Its queue threads (named ``queue-worker-<queue>``) wait on one
+    stop event; this replaces that event's wait() so that:
 
-    * a wake-up for a queue (a NOTIFY whose payload is its name; an empty
-      payload wakes every queue) makes that queue's thread poll now. A wake-up
-      that comes while the thread is polling is not lost: its next wait returns
-      at once. Other queues' threads and DBOS's other threads sleep on;
+    * a wake-up for a queue makes that queue's thread poll (``wake(queue)``;
+      ``wake()`` wakes every queue), at once or after ``delay`` seconds. Other
+      queues' threads, and DBOS's other threads, sleep on. A wake-up that comes
+      while the thread is polling is not lost: its next wait returns when due;
     * no wait is longer than ``max_wait`` (the idle poll): a conflict only means
-      another worker just dequeued, and must not leave this one deaf for minutes
-      when a wake-up is lost.
+      another worker has just dequeued, and must not leave this one deaf for
+      minutes when a wake-up is lost.
     """
 
     PREFIX = "queue-worker-"
+    # A peer's freed slot: poll after this (x 1..2), in case that peer could not take the next job.
+    PEER_DELAY = 0.1
 
     def __init__(self, event: threading.Event, max_wait: float | None = None):
         self.event = event
         self.max_wait = max_wait
         self.cond = threading.Condition()
-        self.generation = 0  # wake-ups of every queue
-        self.queue_generation: dict[str, int] = {}
-        self.seen: dict[int, int] = {}  # thread ident -> the count it last answered
+        self.due: dict[str, float] = {}  # queue -> when its thread must poll (monotonic)
+        self.all_due: float | None = None  # a wake-up of every queue, for threads not in `due` yet
+        self.answered: dict[str, float] = {}  # queue -> when its thread last returned from a wait
         event.wait = self.wait  # the instance attribute shadows Event.wait
 
-    def wake(self, queue: str = "") -> None:
+    def wake(self, queue: str = "", delay: float = 0.0) -> None:
+        at = time.monotonic() + max(0.0, delay)
         with self.cond:
             if queue:
-                self.queue_generation[queue] = self.queue_generation.get(queue, 0) + 1
+                self.due[queue] = min(at, self.due.get(queue, at))
             else:
-                self.generation += 1
+                for q in self.answered:
+                    self.due[q] = min(at, self.due.get(q, at))
+                self.all_due = at if self.all_due is None else min(at, self.all_due)
             self.cond.notify_all()
 
-    def _count(self, queue: str | None) -> int:
-        if queue is None:
-            return 0
-        return self.generation + self.queue_generation.get(queue, 0)
+    def _due(self, queue: str) -> float | None:
+        due = self.due.get(queue)
+        if self.all_due is not None and self.all_due > self.answered.get(queue, -1.0):
+            due = self.all_due if due is None else min(due, self.all_due)
+        return due
 
     def wait(self, timeout: float | None = None) -> bool:
-        me = threading.current_thread()
-        name = me.name
-        queue = name[len(self.PREFIX):] if name.startswith(self.PREFIX) else None
-        if queue is not None and self.max_wait is not None:
+        name = threading.current_thread().name
+        if not name.startswith(self.PREFIX):
+            return threading.Event.wait(self.event, timeout)
+        queue = name[len(self.PREFIX):]
+        if self.max_wait is not None:
             timeout = self.max_wait if timeout is None else min(timeout, self.max_wait)
         end = None if timeout is None else time.monotonic() + timeout
         with self.cond:
-            seen = self.seen.get(me.ident, 0) if queue is not None else self._count(queue)
-            while not self.event.is_set() and self._count(queue) == seen:
-                remaining = 0.5 if end is None else min(0.5, end - time.monotonic())
-                if remaining <= 0:
+            while not self.event.is_set():
+                now = time.monotonic()
+                due = self._due(queue)
+                if due is not None and now >= due:
                     break
-                self.cond.wait(remaining)
-            if queue is not None:
-                self.seen[me.ident] = self._count(queue)
+                limit = 0.5 if end is None else end - now
+                if due is not None:
+                    limit = min(limit, due - now)
+                if limit <= 0:
+                    break
+                self.cond.wait(min(0.5, limit))
+            now = time.monotonic()
+            due = self.due.get(queue)
+            if due is not None and due <= now:
+                del self.due[queue]
+            self.answered[queue] = now
         return self.event.is_set()
 
 
-def listen_for_work(url: str, waker: Waker, stop: threading.Event) -> None:
-    """LISTEN on the wake channel; each notification wakes its queue's threads. Reconnects on failure."""
+def listen_for_work(url: str, waker: Waker, stop: threading.Event, executor_id: str = "") -> None:
+    """LISTEN on the wake channel; each notification wakes its queue's thread. Reconnects on failure.
+
+    A payload is ``<queue>`` (work was enqueued: poll now) or ``<queue> <executor id>`` (that
+    worker freed a slot and polls for it itself; the others poll a little later, so that they do not
+    all dequeue at the same moment and conflict, only in case it could not take the next job).
+    """
+    import random
+
     import psycopg
 
     from aigen.cluster.engine import WAKE_CHANNEL
@@ -197,7 +219,11 @@ def listen_for_work(url: str, waker: Waker, stop: threading.Event) -> None:
                 waker.wake()  # anything enqueued while not listening
                 while not stop.is_set():
                     for n in conn.notifies(timeout=1.0):
-                        waker.wake(n.payload or "")
+                        queue, _, source = (n.payload or "").partition(" ")
+                        if source and source == executor_id:
+                            continue  # woken already, in this process
+                        delay = Waker.PEER_DELAY * random.uniform(1.0, 2.0) if source else 0.0
+                        waker.wake(queue, delay)
         except Exception:
             log.debug("wake-up listener lost its connection", exc_info=True)
             stop.wait(1.0)
@@ -427,6 +453,7 @@ class Worker:
         sys_db = _get_dbos_instance()._sys_db
         original = sys_db.update_workflow_outcome
         freeing = self._freeing
+        worker = self
 
         def update_workflow_outcome(*args, **kwargs):
             try:
@@ -435,7 +462,11 @@ class Worker:
                 queue = getattr(freeing, "queue", None)
                 if queue is not None:
                     freeing.queue = None
-                    notify_queues(sys_db.engine, *([queue] if queue else []))
+                    if queue and worker.waker is not None:
+                        worker.waker.wake(queue)  # this worker polls for its freed slot first
+                        notify_queues(sys_db.engine, f"{queue} {worker.s.executor_id}")
+                    else:
+                        notify_queues(sys_db.engine, *([queue] if queue else []))
 
         sys_db.update_workflow_outcome = update_workflow_outcome
 
@@ -451,7 +482,8 @@ class Worker:
             log.warning("cannot hook the DBOS queue thread: queues are polled every %s s", self.s.poll_s)
             return
         self.waker = Waker(event, max_wait=self.s.poll_s)
-        threading.Thread(target=listen_for_work, args=(self.url, self.waker, self.exiting), daemon=True,
+        threading.Thread(target=listen_for_work, args=(self.url, self.waker, self.exiting, self.s.executor_id),
+                         daemon=True,
                          name="aigen-wake").start()
 
     def _limit_this_process(self) -> None:
