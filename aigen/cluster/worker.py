@@ -510,6 +510,17 @@ class Worker:
 
         sys_db.get_queue = get_queue
 
+        # DBOS reloads the queue before its wait, not after: a poll woken at once (a freed slot)
+        # still holds the copy from before the drain began. The claim itself refuses then.
+        claim = sys_db.start_queued_workflows
+
+        def start_queued_workflows(queue, *args, **kwargs):
+            if worker.draining.is_set():
+                return [], "worker_concurrency"
+            return claim(queue, *args, **kwargs)
+
+        sys_db.start_queued_workflows = start_queued_workflows
+
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; the exit code."""
         stop = threading.Event()
