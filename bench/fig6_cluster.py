@@ -72,9 +72,58 @@ def refill_gaps(calls, cap: int) -> list[float]:
     return gaps
 
 
-def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
+def cpu_ticks(pid: int, children: bool = False) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    # utime + stime (fields 14, 15 of stat), plus cutime + cstime of reaped children when asked
+    return int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+
+
+def machine_busy_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine, from /proc/stat."""
+    vals = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = vals[3] + vals[4]
+    return sum(vals) - idle, sum(vals)
+
+
+def postgres_ticks(port: int) -> int:
+    """CPU ticks of the bench's PostgreSQL: its postmaster (with reaped backends) and live children."""
+    master = None
+    pids = [d.name for d in Path("/proc").iterdir() if d.name.isdigit()]
+    for pid in pids:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmd and cmd[0].endswith(b"postgres") and b"-p" in cmd and str(port).encode() in cmd:
+            master = int(pid)
+            break
+    if master is None:
+        return 0
+    total = cpu_ticks(master, children=True)
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat[1]) == master:
+            total += int(stat[11]) + int(stat[12])
+    return total
+
+
+def contention(logs: list[Path]) -> tuple[int, float]:
+    """DBOS's "Contention detected" warnings in the workers' logs, and the largest polling interval they reached."""
+    import re
+
+    n, top = 0, 0.0
+    for log in logs:
+        for m in re.finditer(r"Contention detected .*?Increasing polling interval to ([0-9]+(?:\.[0-9]+)?)",
+                             log.read_text(errors="replace")):
+            n += 1
+            top = max(top, float(m.group(1)))
+    return n, top
 
 
 class Cluster:
@@ -245,6 +294,11 @@ def main(argv=None) -> int:
                         gen, assets = prepare(RequestSpec(**spec_kw), home=chome.path)
                         gids.append(store.create_generation(gen, assets))
                     inflight.unlink(missing_ok=True)
+                    logs = [cluster.tmp / f"w{i + 1}.log" for i in range(n)]
+                    c_before = contention(logs)[0]
+                    hz = os.sysconf("SC_CLK_TCK")
+                    w_a = {p.pid: cpu_ticks(p.pid) for p in cluster.procs}
+                    pg_a, m_a = postgres_ticks(pg.port), machine_busy_ticks()
                     t0 = time.perf_counter()
                     for g in gids:
                         client.enqueue_generation(g)
@@ -254,6 +308,11 @@ def main(argv=None) -> int:
                         pending = {g for g in pending if store.get_generation(g)["status"] == "Processing"}
                         time.sleep(0.05)
                     wall = time.perf_counter() - t0
+                    w_cpu = [(cpu_ticks(p.pid) - w_a[p.pid]) / hz / wall for p in cluster.procs]
+                    pg_cpu = (postgres_ticks(pg.port) - pg_a) / hz / wall
+                    m_b = machine_busy_ticks()
+                    machine = (m_b[0] - m_a[0]) / max(1, m_b[1] - m_a[1])
+                    c_n, c_top = contention(logs)
                     if pending:
                         raise RuntimeError(f"{n} workers: {len(pending)} requests not final in time")
                     calls = read_calls(inflight)
@@ -263,10 +322,15 @@ def main(argv=None) -> int:
                         "wall": wall, "max": most_in_flight(calls), "calls": len(begins),
                         "unique": len(set(begins)), "failed": len(failed),
                         "workers_used": len({c[2] for c in calls}), "gaps": refill_gaps(calls, args.cap),
+                        "contention_warnings": c_n - c_before, "max_polling_interval_s": c_top,
+                        "worker_cpu": w_cpu, "postgres_cpu": pg_cpu, "machine_busy": machine,
                     }
                     rep.note(f"{n} worker(s): {wall:.2f} s wall, most in flight {results[n]['max']}, "
                              f"{len(begins)} calls for {args.requests * args.images} assets, "
-                             f"{results[n]['workers_used']} worker(s) made calls")
+                             f"{results[n]['workers_used']} worker(s) made calls; DBOS contention warnings "
+                             f"{c_n - c_before} (largest polling interval {c_top:g} s); CPU under load: workers "
+                             f"{', '.join(f'{100 * c:.0f}%' for c in w_cpu)}, PostgreSQL {100 * pg_cpu:.0f}% of a "
+                             f"core, machine {100 * machine:.0f}% busy")
                 finally:
                     client.close()
                     cluster.stop()
@@ -295,6 +359,11 @@ def main(argv=None) -> int:
                            "slot freed -> next call started (under load): "
                            + (f"p50 {1000 * gaps.median:.0f} ms, p99 {1000 * gaps.quantile(0.99):.0f} ms"
                               if gaps else "no samples"),
+                           f"DBOS contention warnings {r['contention_warnings']} (largest polling interval "
+                           f"{r['max_polling_interval_s']:g} s); CPU under load: workers "
+                           + ", ".join(f"{100 * c:.0f}%" for c in r["worker_cpu"])
+                           + f" of a core, PostgreSQL {100 * r['postgres_cpu']:.0f}%, machine "
+                           f"{100 * r['machine_busy']:.0f}% busy",
                            f"embedded pipeline on the same load: {embedded_wall:.2f} s "
                            f"({ideal / embedded_wall:.2f} of ideal)"],
                 ))

@@ -44,15 +44,22 @@ FINAL_WF = ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
 WAKE_CHANNEL = "aigen_queues"
 
 
-def notify_queues(engine) -> None:
-    """Wake every worker's queue threads (best effort: a lost wake-up only costs one idle poll)."""
+def notify_queues(engine, *queues: str) -> None:
+    """Wake the workers' threads of these queues (all of them when none is named).
+
+    Best effort: a lost wake-up only costs one idle poll. The payload is the
+    queue's name, so a freed slot of one provider does not make every worker
+    poll every queue at once.
+    """
     import sqlalchemy as sa
 
     try:
         with engine.begin() as c:
-            c.execute(sa.text(f"NOTIFY {WAKE_CHANNEL}"))
+            for q in dict.fromkeys(queues or ("",)):
+                c.execute(sa.text("SELECT pg_notify(:ch, :q)"), {"ch": WAKE_CHANNEL, "q": q})
     except Exception:
         log.debug("NOTIFY failed", exc_info=True)
+
 
 
 def _dbos_engine():
@@ -118,7 +125,7 @@ def generation_workflow(gen_id: str, include_refused: bool = False) -> str:
                 {"workflow_name": ASSET_WORKFLOW, "queue_name": queue_name(a["provider"]),
                  "workflow_id": f"{parent}.a{a['id']}", "app_version": APP_VERSION},
                 gen_id, a["id"], include_refused))
-        notify_queues(_dbos_engine())
+        notify_queues(_dbos_engine(), *[queue_name(a["provider"]) for a in phase])
         for h in handles:
             try:
                 h.get_result()
@@ -170,7 +177,7 @@ class Client:
                    {"workflow_name": GEN_WORKFLOW, "queue_name": GEN_QUEUE, "workflow_id": wf_id,
                     "app_version": APP_VERSION},
                    gen_id, include_refused)
-        notify_queues(self.client._sys_db.engine)
+        notify_queues(self.client._sys_db.engine, GEN_QUEUE)
         return wf_id
 
     def workflows(self, gen_id: str, *, active_only: bool = False) -> list:

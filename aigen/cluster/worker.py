@@ -127,46 +127,87 @@ class Settings:
 class Waker:
     """Lets a NOTIFY cut short the DBOS queue threads' polling waits.
 
-    DBOS polls each queue every polling_interval_sec. Its queue threads wait on
-    one stop event; this replaces that event's wait() so that it also returns
-    (as "poll now") when wake() is called: idle workers poll rarely, yet start a
-    job as soon as it is enqueued or a slot frees.
+    DBOS polls each queue every polling_interval_sec, and doubles that interval
+    (up to 120 s) after each serialization conflict between two workers'
+    dequeues. Its queue threads (named ``queue-worker-<queue>``) wait on one
+    stop event; this replaces that event's wait() so that:
+
+    * a wake-up for a queue makes that queue's thread poll (``wake(queue)``;
+      ``wake()`` wakes every queue), at once or after ``delay`` seconds. Other
+      queues' threads, and DBOS's other threads, sleep on. A wake-up that comes
+      while the thread is polling is not lost: its next wait returns when due;
+    * no wait is longer than ``max_wait`` (the idle poll): a conflict only means
+      another worker has just dequeued, and must not leave this one deaf for
+      minutes when a wake-up is lost.
     """
 
-    # After a wake-up, poll every HOT_POLL_S for HOT_S: the NOTIFY of a freed slot can arrive
-    # a moment before DBOS has recorded the job's end, and the slot must not wait for the idle poll.
-    HOT_S = 1.0
-    HOT_POLL_S = 0.05
+    PREFIX = "queue-worker-"
+    # A peer's freed slot: poll after this (x 1..2), in case that peer could not take the next job.
+    PEER_DELAY = 0.1
 
-    def __init__(self, event: threading.Event):
+    def __init__(self, event: threading.Event, max_wait: float | None = None):
         self.event = event
+        self.max_wait = max_wait
         self.cond = threading.Condition()
-        self.generation = 0
-        self.hot_until = 0.0
+        self.due: dict[str, float] = {}  # queue -> when its thread must poll (monotonic)
+        self.all_due: float | None = None  # a wake-up of every queue, for threads not in `due` yet
+        self.answered: dict[str, float] = {}  # queue -> when its thread last returned from a wait
         event.wait = self.wait  # the instance attribute shadows Event.wait
 
-    def wake(self) -> None:
+    def wake(self, queue: str = "", delay: float = 0.0) -> None:
+        at = time.monotonic() + max(0.0, delay)
         with self.cond:
-            self.generation += 1
-            self.hot_until = time.monotonic() + self.HOT_S
+            if queue:
+                self.due[queue] = min(at, self.due.get(queue, at))
+            else:
+                for q in self.answered:
+                    self.due[q] = min(at, self.due.get(q, at))
+                self.all_due = at if self.all_due is None else min(at, self.all_due)
             self.cond.notify_all()
 
+    def _due(self, queue: str) -> float | None:
+        due = self.due.get(queue)
+        if self.all_due is not None and self.all_due > self.answered.get(queue, -1.0):
+            due = self.all_due if due is None else min(due, self.all_due)
+        return due
+
     def wait(self, timeout: float | None = None) -> bool:
-        if timeout is not None and time.monotonic() < self.hot_until:
-            timeout = min(timeout, self.HOT_POLL_S)
+        name = threading.current_thread().name
+        if not name.startswith(self.PREFIX):
+            return threading.Event.wait(self.event, timeout)
+        queue = name[len(self.PREFIX):]
+        if self.max_wait is not None:
+            timeout = self.max_wait if timeout is None else min(timeout, self.max_wait)
         end = None if timeout is None else time.monotonic() + timeout
         with self.cond:
-            start = self.generation
-            while not self.event.is_set() and self.generation == start:
-                remaining = 0.5 if end is None else min(0.5, end - time.monotonic())
-                if remaining <= 0:
+            while not self.event.is_set():
+                now = time.monotonic()
+                due = self._due(queue)
+                if due is not None and now >= due:
                     break
-                self.cond.wait(remaining)
+                limit = 0.5 if end is None else end - now
+                if due is not None:
+                    limit = min(limit, due - now)
+                if limit <= 0:
+                    break
+                self.cond.wait(min(0.5, limit))
+            now = time.monotonic()
+            due = self.due.get(queue)
+            if due is not None and due <= now:
+                del self.due[queue]
+            self.answered[queue] = now
         return self.event.is_set()
 
 
-def listen_for_work(url: str, waker: Waker, stop: threading.Event) -> None:
-    """LISTEN on the wake channel; every notification wakes the queue threads. Reconnects on failure."""
+def listen_for_work(url: str, waker: Waker, stop: threading.Event, executor_id: str = "") -> None:
+    """LISTEN on the wake channel; each notification wakes its queue's thread. Reconnects on failure.
+
+    A payload is ``<queue>`` (work was enqueued: poll now) or ``<queue> <executor id>`` (that
+    worker freed a slot and polls for it itself; the others poll a little later, so that they do not
+    all dequeue at the same moment and conflict, only in case it could not take the next job).
+    """
+    import random
+
     import psycopg
 
     from aigen.cluster.engine import WAKE_CHANNEL
@@ -177,8 +218,12 @@ def listen_for_work(url: str, waker: Waker, stop: threading.Event) -> None:
                 conn.execute(f"LISTEN {WAKE_CHANNEL}")
                 waker.wake()  # anything enqueued while not listening
                 while not stop.is_set():
-                    for _ in conn.notifies(timeout=1.0, stop_after=1):
-                        waker.wake()
+                    for n in conn.notifies(timeout=1.0):
+                        queue, _, source = (n.payload or "").partition(" ")
+                        if source and source == executor_id:
+                            continue  # woken already, in this process
+                        delay = Waker.PEER_DELAY * random.uniform(1.0, 2.0) if source else 0.0
+                        waker.wake(queue, delay)
         except Exception:
             log.debug("wake-up listener lost its connection", exc_info=True)
             stop.wait(1.0)
@@ -211,6 +256,8 @@ class Worker:
         from concurrent.futures import ThreadPoolExecutor
 
         self._db_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="aigen-store")
+        self._freeing = threading.local()  # .queue: the queue whose slot this thread's job frees
+        self.waker: Waker | None = None
 
     def _on_pool(self, fn, *args):
         return self._db_pool.submit(fn, *args).result()
@@ -243,6 +290,17 @@ class Worker:
         self._cancel_cache[gen_id] = (now, value)
         return value
 
+    def _queue_of(self, asset_id: int) -> str:
+        from aigen.cluster.engine import queue_name
+
+        if len(self.s.providers) == 1:
+            return queue_name(self.s.providers[0])
+        try:
+            row = self.store.query_one("SELECT provider FROM assets WHERE id = ?", (asset_id,))
+        except Exception:
+            row = None
+        return queue_name(row["provider"]) if row else ""  # "" wakes every queue
+
     def run_asset(self, gen_id: str, asset_id: int, include_refused: bool) -> str:
         from aigen.pipeline.run import Runner
 
@@ -266,6 +324,10 @@ class Worker:
         finally:
             with self._lock:
                 self.jobs -= 1
+            if not handed_back:
+                # A slot is about to be free: once DBOS has recorded this job's end (in this thread,
+                # right after this returns), _notify_on_outcome wakes the workers of its queue.
+                self._freeing.queue = self._queue_of(asset_id)
             # The store keeps one connection per thread, and DBOS runs each job on whichever of its
             # (many) threads is free: give this one back, or the connections pile up past max_connections.
             close = getattr(self.store, "close", None)
@@ -274,10 +336,6 @@ class Worker:
                     close()
                 except Exception:
                     log.debug("closing this thread's store connection failed", exc_info=True)
-            if not handed_back:
-                from aigen.cluster.engine import _dbos_engine, notify_queues
-
-                notify_queues(_dbos_engine())  # a slot is free: the next job may start at once
             if handed_back:
                 # Keep this workflow PENDING on this executor: the drain re-enqueues it for
                 # another worker, which makes the asset (or polls its saved job) again.
@@ -379,7 +437,38 @@ class Worker:
                                 on_conflict="always_update")
         DBOS.register_queue(engine.GEN_QUEUE, polling_interval_sec=self.s.poll_s, on_conflict="always_update")
         self._limit_this_process()
+        self._notify_on_outcome()
         self._wake_on_notify()
+
+    def _notify_on_outcome(self) -> None:
+        """NOTIFY a job's queue once DBOS has recorded its end, so the freed slot is seen at the first poll.
+
+        Waking the workers earlier (when the job returns, before DBOS writes its
+        status) made every worker poll while the slot still counted as taken.
+        """
+        from dbos._dbos import _get_dbos_instance
+
+        from aigen.cluster.engine import notify_queues
+
+        sys_db = _get_dbos_instance()._sys_db
+        original = sys_db.update_workflow_outcome
+        freeing = self._freeing
+        worker = self
+
+        def update_workflow_outcome(*args, **kwargs):
+            try:
+                return original(*args, **kwargs)
+            finally:
+                queue = getattr(freeing, "queue", None)
+                if queue is not None:
+                    freeing.queue = None
+                    if queue and worker.waker is not None:
+                        worker.waker.wake(queue)  # this worker polls for its freed slot first
+                        notify_queues(sys_db.engine, f"{queue} {worker.s.executor_id}")
+                    else:
+                        notify_queues(sys_db.engine, *([queue] if queue else []))
+
+        sys_db.update_workflow_outcome = update_workflow_outcome
 
     def _wake_on_notify(self) -> None:
         from dbos._dbos import _get_dbos_instance
@@ -392,8 +481,9 @@ class Worker:
         if event is None or event not in events:
             log.warning("cannot hook the DBOS queue thread: queues are polled every %s s", self.s.poll_s)
             return
-        self.waker = Waker(event)
-        threading.Thread(target=listen_for_work, args=(self.url, self.waker, self.exiting), daemon=True,
+        self.waker = Waker(event, max_wait=self.s.poll_s)
+        threading.Thread(target=listen_for_work, args=(self.url, self.waker, self.exiting, self.s.executor_id),
+                         daemon=True,
                          name="aigen-wake").start()
 
     def _limit_this_process(self) -> None:
@@ -419,6 +509,17 @@ class Worker:
             return q
 
         sys_db.get_queue = get_queue
+
+        # DBOS reloads the queue before its wait, not after: a poll woken at once (a freed slot)
+        # still holds the copy from before the drain began. The claim itself refuses then.
+        claim = sys_db.start_queued_workflows
+
+        def start_queued_workflows(queue, *args, **kwargs):
+            if worker.draining.is_set():
+                return [], "worker_concurrency"
+            return claim(queue, *args, **kwargs)
+
+        sys_db.start_queued_workflows = start_queued_workflows
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; the exit code."""
