@@ -218,6 +218,9 @@ class Store:
     is not a usable database raises BrokenDatabase (exit 2) and is left as it is.
     """
 
+    # The driver's errors, turned into aigen's by _translate (PgStore: psycopg's).
+    DB_ERRORS: tuple = (sqlite3.Error,)
+
     backend = "sqlite"
 
     def __init__(self, path: str | os.PathLike, *, migrate: bool = True, readonly: bool = False):
@@ -375,13 +378,13 @@ class Store:
     def query(self, sql: str, params: Any = ()) -> list[dict]:
         try:
             return [dict(r) for r in self.db.conn.execute(sql, params).fetchall()]
-        except sqlite3.Error as e:
+        except self.DB_ERRORS as e:
             raise self._translate(e) from None
 
     def query_one(self, sql: str, params: Any = ()) -> dict | None:
         try:
             row = self.db.conn.execute(sql, params).fetchone()
-        except sqlite3.Error as e:
+        except self.DB_ERRORS as e:
             raise self._translate(e) from None
         return dict(row) if row is not None else None
 

@@ -292,6 +292,7 @@ class PgStore(Store):
     ``readonly=True`` never writes: no migration, and a write raises ReadOnlyHome.
     """
 
+    DB_ERRORS = (psycopg.Error,)
     backend = "postgresql"
 
     def __init__(self, url: str, *, migrate: bool = True, readonly: bool = False):
@@ -299,7 +300,6 @@ class PgStore(Store):
         self.path = redact_url(url)  # what messages name: never the password
         self.readonly = readonly
         self._local = threading.local()
-        self._write_lock = threading.RLock()  # unused: PostgreSQL's own locks serialise writers
         # Every thread's connection, weakly: one whose thread has ended is closed when it is freed.
         self._all: "weakref.WeakSet[Connection]" = weakref.WeakSet()
         self._all_guard = threading.Lock()
@@ -455,20 +455,6 @@ class PgStore(Store):
 
     def applied_migrations(self) -> list[str]:
         return self._applied(self.db) or []
-
-    # -- reads -------------------------------------------------------------------
-    def query(self, sql: str, params: Any = ()) -> list[dict]:
-        try:
-            return [dict(r) for r in self.db.conn.execute(sql, params).fetchall()]
-        except psycopg.Error as e:
-            raise self._translate(e) from None
-
-    def query_one(self, sql: str, params: Any = ()) -> dict | None:
-        try:
-            row = self.db.conn.execute(sql, params).fetchone()
-        except psycopg.Error as e:
-            raise self._translate(e) from None
-        return dict(row) if row is not None else None
 
     def tables(self) -> dict[str, list[str]]:
         """{table: [column, ...]} of the public schema, in column order."""
