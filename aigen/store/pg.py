@@ -355,12 +355,6 @@ class PgStore(Store):
             self._local.db = db
         return db
 
-    def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
-
     def close_all(self) -> None:
         """Close the connections of every thread (the end of a process, or of a test)."""
         with self._all_guard:
