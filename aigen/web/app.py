@@ -946,9 +946,14 @@ class Gallery:
         name = safe_download_name(f"{row['generation_id']}-{Path(rel).name}") if download else None
         res, rng = file_response(path, request.environ, etag_seed=None if poster else row["sha256"],
                                  download_name=name)
+        return self._media_sent(res, rng, row, user, poster, download, via_basic, (200, 206, 304))
+
+    def _media_sent(self, res, rng, row: dict, user: str, poster: bool, download: bool, via_basic: bool,
+                    viewed: tuple[int, ...]):
+        """The media response with its CSP, the view logged when `res.status_code` is one of `viewed`."""
         try:
             res.set_header("Content-Security-Policy", self.media_csp)
-            if not poster and res.status_code in (200, 206, 304) and request.method != "HEAD":
+            if not poster and res.status_code in viewed and request.method != "HEAD":
                 self.log_asset_view(user, row, "download" if download else "view", rng, via_basic)
         except BaseException:
             # Under waitress the body is the open file itself: this response
@@ -991,16 +996,7 @@ class Gallery:
         except StorageError as e:
             log.warning("media %s: %s", row["id"], e.message)
             raise HTTPError(503, "The file store cannot be reached right now; try again.") from None
-        try:
-            res.set_header("Content-Security-Policy", self.media_csp)
-            if not poster and res.status_code in (200, 206, 302, 304) and request.method != "HEAD":
-                self.log_asset_view(user, row, "download" if download else "view", rng, via_basic)
-        except BaseException:
-            close = getattr(res.body, "close", None)
-            if close is not None:
-                close()
-            raise
-        return res
+        return self._media_sent(res, rng, row, user, poster, download, via_basic, (200, 206, 302, 304))
 
     def poster(self, asset_id: int):
         return self.media(asset_id, poster=True)
