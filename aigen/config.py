@@ -186,6 +186,43 @@ def parse_size(name: str, text: str, *, even: bool = False, lo: int = 64, hi: in
     return w, h
 
 
+_OPTION_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+PASS_OPTIONS_MAX = 32
+PASS_OPTION_VALUE_MAX = 4096
+
+
+def parse_pass_options(flag: str, items: list[str] | None) -> dict:
+    """Parse repeated `--image-option KEY=VALUE` / `--video-option KEY=VALUE` into a dict.
+
+    A value that reads as JSON (a number, true/false, null, a list or an object) is that value; anything else is
+    the text as given, so `negative_prompt=blurry, dark` needs no quoting games. A key given twice is refused
+    rather than silently taking the last one.
+    """
+    import json
+
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise BadInput(f"invalid {flag} {item!r}: expected KEY=VALUE, for example {flag} steps=30")
+        if not _OPTION_KEY_RE.fullmatch(key):
+            raise BadInput(
+                f"invalid {flag} key {key!r}: letters, digits, _ . - (starting with a letter or _), at most 64"
+            )
+        if key in out:
+            raise BadInput(f"{flag} {key} is given twice")
+        if len(value) > PASS_OPTION_VALUE_MAX:
+            raise BadInput(f"{flag} {key}: the value is longer than {PASS_OPTION_VALUE_MAX} characters")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    if len(out) > PASS_OPTIONS_MAX:
+        raise BadInput(f"too many {flag} values ({len(out)}; at most {PASS_OPTIONS_MAX})")
+    return out
+
+
 def validate_duration(value: float) -> float:
     if not (0.5 <= value <= 60):
         raise BadInput(f"invalid --duration {value:g}: must be between 0.5 and 60 seconds")

@@ -25,6 +25,21 @@ def generate(
     video_provider: str = typer.Option("local", "--video-provider", help="Provider for the videos: local (procedural renderer, no key; not an AI model), runway, pictory. See `aigen providers`."),
     image_model: Optional[str] = typer.Option(None, "--image-model", help="Image model (default: the provider's)."),
     video_model: Optional[str] = typer.Option(None, "--video-model", help="Video model (default: the provider's)."),
+    image_option: Optional[list[str]] = typer.Option(
+        None,
+        "--image-option",
+        help="A model input passed through to the image provider (fal, comfyui), for example steps=30 or "
+        "workflow=PATH; repeat for more. A value that reads as JSON (number, true/false, list, object) is "
+        "sent as that, anything else as text.",
+        metavar="KEY=VALUE",
+    ),
+    video_option: Optional[list[str]] = typer.Option(
+        None,
+        "--video-option",
+        help="A model input passed through to the video provider (fal, comfyui); repeat for more. "
+        "Values as for --image-option.",
+        metavar="KEY=VALUE",
+    ),
     seed: Optional[int] = typer.Option(
         None, "--seed", help="Base seed; each asset gets its own seed derived from it. Default: random."
     ),
@@ -102,6 +117,8 @@ def generate(
         from aigen.cli.notify import resolve_notify_options
 
         channels, address = resolve_notify_options(state, user, notify_via, email)
+        image_options = config.parse_pass_options("--image-option", image_option)
+        video_options = config.parse_pass_options("--video-option", video_option)
         spec = RequestSpec(
             user_id=user,
             prompt=prompt,
@@ -120,7 +137,9 @@ def generate(
             notify_via=channels,
             notify_email=address,
             options={**({"video_from_images": True} if video_from_images else {}),
-                     **({"voice": voice} if voice is not None else {})},
+                     **({"voice": voice} if voice is not None else {}),
+                     **({"image_options": image_options} if image_options else {}),
+                     **({"video_options": video_options} if video_options else {})},
         )
         home = state.home
         gen_row, asset_rows = prepare(spec, home=home.path)

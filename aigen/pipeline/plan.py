@@ -92,6 +92,18 @@ def prepare(spec: RequestSpec, *, env: dict | None = None, home: Path | None = N
                 f"video provider {spec.video_provider!r} takes no voice-over choice",
                 hint="--voice works with --video-provider pictory; drop it for other providers",
             )
+    for kind, count in (("image", spec.images), ("video", spec.videos)):
+        passed = spec.options.get(f"{kind}_options")
+        if not passed:
+            continue
+        if not count:
+            raise BadInput(f"--{kind}-option is for the {kind}s, but --{kind}s is 0")
+        provider = providers[kind]
+        if not provider.takes_options:
+            raise BadInput(
+                f"{kind} provider {provider.name!r} takes no --{kind}-option",
+                hint=f"drop --{kind}-option; pass-through options are for providers such as fal and comfyui",
+            )
     # Providers that only make some sizes, durations or prompt lengths check the
     # request here (before anything is written) and say what will differ.
     notes: list[str] = []

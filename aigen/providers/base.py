@@ -81,6 +81,10 @@ class Provider:
     # cluster worker that takes over the job of a dead one simply remakes it.
     # Otherwise a call cut off mid-way may have been billed: it is not sent again.
     free: ClassVar[bool] = False
+    # True for a provider that takes model-specific inputs passed through with
+    # `--image-option KEY=VALUE` / `--video-option KEY=VALUE` (fal, comfyui).
+    # Its check_request() validates them; any other provider refuses them.
+    takes_options: ClassVar[bool] = False
 
     def __init__(self, env: dict | None = None, home: Path | None = None):
         self.env = dict(os.environ if env is None else env)
@@ -125,6 +129,11 @@ class Provider:
                 f"provider {self.name!r} needs {missing[0]}, which is not set",
                 hint=f"export {missing[0].split(' or ')[0]}=... or run `aigen keys set {self.name}`",
             )
+
+    @staticmethod
+    def pass_options(kind: str, options: dict | None) -> dict:
+        """The `--image-option` / `--video-option` values of a request for `kind` (empty when none)."""
+        return dict((options or {}).get(f"{kind}_options") or {})
 
     def model_for(self, kind: str, requested: str | None) -> str | None:
         return requested or self.default_models.get(kind)
