@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from aigen.cli.output import console, err_console, escape, fail, local_time, print_json
-from aigen.errors import AigenError, BadInput, NotFound
+from aigen.errors import AigenError, NotFound
 
 from aigen.cli import cluster_migrate as _migrate
 
@@ -260,26 +260,10 @@ def _status(url, state) -> dict:
 
 # -- generate / retry in cluster mode -----------------------------------------------
 def use_workers(store, url: str | None) -> bool:
-    """Whether to enqueue for `aigen worker` processes: a cluster database with at least one live worker.
+    """Whether to enqueue for `aigen worker` processes (see aigen.pipeline.background.use_workers)."""
+    from aigen.pipeline.background import use_workers as live
 
-    Without one (a PostgreSQL store nobody runs workers on, or every worker stopped),
-    generate and retry make the assets in this process, as in embedded mode.
-    """
-    if url is None:
-        return False
-    import os
-    from datetime import datetime, timedelta, timezone
-
-    from aigen.store.core import iso
-
-    try:
-        dead_after = float(os.environ.get("AIGEN_WORKER_DEAD_AFTER") or 60)
-    except ValueError:
-        dead_after = 60.0
-    cutoff = iso(datetime.now(timezone.utc) - timedelta(seconds=dead_after))
-    row = store.query_one("SELECT count(*) AS n FROM workers WHERE state IN ('alive', 'draining') "
-                          "AND heartbeat_at >= ?", (cutoff,))
-    return bool(row and row["n"])
+    return live(store, url)
 
 
 def enqueue(url: str, gen_id: str, *, include_refused: bool = False) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from typing import Optional
 
@@ -273,18 +272,9 @@ def _count(n: int, noun: str) -> str:
 
 def spawn_detached(home: config.Home, gen_id: str) -> tuple[int, "os.PathLike"]:
     """Start `aigen retry ID` in its own session so it outlives this terminal."""
-    log_dir = home.path / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{gen_id}.log"
-    cmd = [sys.executable, "-m", "aigen", "--home", str(home.path), "retry", gen_id]
-    with open(log_path, "ab") as log:
-        kwargs = {}
-        if os.name == "posix":
-            kwargs["start_new_session"] = True
-        else:  # pragma: no cover - Windows
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, **kwargs)
-    return proc.pid, log_path
+    from aigen.pipeline.background import spawn_detached as spawn
+
+    return spawn(home.path, gen_id)
 
 
 def _print_plan(gen_row: dict, asset_rows: list[dict], *, home, seed_given: bool, as_json: bool) -> None:

@@ -1,0 +1,79 @@
+"""Start a generation's run without waiting for it: what `generate --detach` does, for the CLI and the gallery.
+
+Embedded shape: a detached `aigen retry ID` process in its own session (it outlives the caller, takes the run
+lock, and resumes from the store like any retry). Cluster shape with a live worker: the generation is enqueued
+for the workers. Nothing here imports the cluster code unless a cluster database is configured.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def spawn_detached(home_path: Path, gen_id: str, *, include_refused: bool = False) -> tuple[int, Path]:
+    """Start `aigen retry ID` in its own session so it outlives this process; returns (pid, log path)."""
+    log_dir = Path(home_path) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{gen_id}.log"
+    cmd = [sys.executable, "-m", "aigen", "--home", str(home_path), "retry", gen_id]
+    if include_refused:
+        cmd.append("--include-refused")
+    with open(log_path, "ab") as log:
+        kwargs: dict = {}
+        if os.name == "posix":
+            kwargs["start_new_session"] = True
+        else:  # pragma: no cover - Windows
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, **kwargs)
+    return proc.pid, log_path
+
+
+def use_workers(store, url: str | None) -> bool:
+    """Whether to enqueue for `aigen worker` processes: a cluster database with at least one live worker.
+
+    Without one (a PostgreSQL store nobody runs workers on, or every worker stopped),
+    generate and retry make the assets in this process, as in embedded mode.
+    """
+    if url is None:
+        return False
+    from datetime import datetime, timedelta, timezone
+
+    from aigen.store.core import iso
+
+    try:
+        dead_after = float(os.environ.get("AIGEN_WORKER_DEAD_AFTER") or 60)
+    except ValueError:
+        dead_after = 60.0
+    cutoff = iso(datetime.now(timezone.utc) - timedelta(seconds=dead_after))
+    row = store.query_one("SELECT count(*) AS n FROM workers WHERE state IN ('alive', 'draining') "
+                          "AND heartbeat_at >= ?", (cutoff,))
+    return bool(row and row["n"])
+
+
+def start_in_background(home_path: Path, store, gen_id: str, *, include_refused: bool = False) -> dict:
+    """Start (or resume) a generation's run and return at once.
+
+    Returns {"queued": True} when the cluster's workers take it, else {"queued": False, "pid": ..., "log": ...}.
+    The caller has already written the generation (or reopened it for a retry).
+    """
+    from aigen.cluster import database_url
+
+    url = database_url(home=Path(home_path))
+    if use_workers(store, url):
+        from aigen.cluster import require_dbos
+
+        require_dbos()
+        from aigen.cluster.engine import Client
+
+        client = Client(url)
+        try:
+            client.enqueue_generation(gen_id, include_refused=include_refused)
+        finally:
+            client.close()
+        return {"queued": True}
+    pid, log_path = spawn_detached(Path(home_path), gen_id, include_refused=include_refused)
+    store.set_generation_fields(gen_id, log_path=str(log_path))
+    return {"queued": False, "pid": pid, "log": str(log_path)}
