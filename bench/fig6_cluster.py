@@ -47,6 +47,12 @@ def read_calls(path: Path) -> list[tuple[str, float, int, str, int]]:
     return out
 
 
+def _spans(calls) -> list[tuple[float, float]]:
+    """(begin, end) of every finished call, matched by generation and index."""
+    begun = {(c[3], c[4]): c[1] for c in calls if c[0] == "begin"}
+    return [(begun[(c[3], c[4])], c[1]) for c in calls if c[0] == "end" and (c[3], c[4]) in begun]
+
+
 def most_in_flight(calls) -> int:
     n = best = 0
     for what, *_ in sorted(calls, key=lambda c: (c[1], c[0] == "begin")):
@@ -300,8 +306,10 @@ def main(argv=None) -> int:
                     w_a = {p.pid: cpu_ticks(p.pid) for p in cluster.procs}
                     pg_a, m_a = postgres_ticks(pg.port), machine_busy_ticks()
                     t0 = time.perf_counter()
+                    t0_wall = time.time()
                     for g in gids:
                         client.enqueue_generation(g)
+                    enqueued_s = time.perf_counter() - t0
                     pending = set(gids)
                     deadline = time.monotonic() + 20 * ideal + 120
                     while pending and time.monotonic() < deadline:
@@ -317,6 +325,11 @@ def main(argv=None) -> int:
                         raise RuntimeError(f"{n} workers: {len(pending)} requests not final in time")
                     calls = read_calls(inflight)
                     begins = [(c[3], c[4]) for c in calls if c[0] == "begin"]
+                    # Where the time beyond the ideal goes: before the first call, after the last one (the
+                    # generations' workflows noticing and finalizing), and slots left empty in between.
+                    first_begin = min((c[1] for c in calls if c[0] == "begin"), default=t0_wall) - t0_wall
+                    last_end = max((c[1] for c in calls if c[0] == "end"), default=t0_wall) - t0_wall
+                    busy = sum(e - b for b, e in _spans(calls))
                     failed = [g for g in gids if store.get_generation(g)["status"] != "Completed"]
                     results[n] = {
                         "wall": wall, "max": most_in_flight(calls), "calls": len(begins),
@@ -324,6 +337,8 @@ def main(argv=None) -> int:
                         "workers_used": len({c[2] for c in calls}), "gaps": refill_gaps(calls, args.cap),
                         "contention_warnings": c_n - c_before, "max_polling_interval_s": c_top,
                         "worker_cpu": w_cpu, "postgres_cpu": pg_cpu, "machine_busy": machine,
+                        "enqueue_s": enqueued_s, "first_call_s": first_begin, "tail_s": wall - last_end,
+                        "empty_slot_s": args.cap * (last_end - first_begin) - busy,
                     }
                     rep.note(f"{n} worker(s): {wall:.2f} s wall, most in flight {results[n]['max']}, "
                              f"{len(begins)} calls for {args.requests * args.images} assets, "
@@ -364,6 +379,10 @@ def main(argv=None) -> int:
                            + ", ".join(f"{100 * c:.0f}%" for c in r["worker_cpu"])
                            + f" of a core, PostgreSQL {100 * r['postgres_cpu']:.0f}%, machine "
                            f"{100 * r['machine_busy']:.0f}% busy",
+                           f"where the rest went: first enqueue -> first call {1000 * r['first_call_s']:.0f} ms "
+                           f"(enqueueing all {args.requests} took {1000 * r['enqueue_s']:.0f} ms), last call's end "
+                           f"-> all Completed {1000 * r['tail_s']:.0f} ms, slots left empty between "
+                           f"{r['empty_slot_s']:.1f} slot-s ({r['empty_slot_s'] / args.cap:.2f} s of wall)",
                            f"embedded pipeline on the same load: {embedded_wall:.2f} s "
                            f"({ideal / embedded_wall:.2f} of ideal)"],
                 ))

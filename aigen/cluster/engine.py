@@ -86,7 +86,10 @@ class Context:
     def assets_to_make(self, gen_id: str) -> list[list[dict]]:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def finalize(self, gen_id: str) -> str:  # pragma: no cover - interface
+    def finalize(self, gen_id: str, ended: dict | None = None) -> str:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def wait_assets(self, gen_id: str, workflow_ids: list[str]) -> dict[str, str]:  # pragma: no cover - interface
         raise NotImplementedError
 
 
@@ -110,14 +113,15 @@ def _plan_step(gen_id: str) -> list[list[dict]]:
 
 
 @DBOS.step(name="aigen_finalize")
-def _finalize_step(gen_id: str) -> str:
-    return _ctx().finalize(gen_id)
+def _finalize_step(gen_id: str, ended: dict | None = None) -> str:
+    return _ctx().finalize(gen_id, ended)
 
 
 @DBOS.workflow(name=GEN_WORKFLOW)
 def generation_workflow(gen_id: str, include_refused: bool = False) -> str:
     phases = _plan_step(gen_id)
     parent = DBOS.workflow_id
+    ended: dict[str, str] = {}
     for phase in phases:
         handles = []
         for a in phase:
@@ -126,12 +130,25 @@ def generation_workflow(gen_id: str, include_refused: bool = False) -> str:
                  "workflow_id": f"{parent}.a{a['id']}", "app_version": APP_VERSION},
                 gen_id, a["id"], include_refused))
         notify_queues(_dbos_engine(), *[queue_name(a["provider"]) for a in phase])
-        for h in handles:
-            try:
-                h.get_result()
-            except Exception as e:  # a cancelled or failed asset job: its row says what happened
-                log.info("asset job %s ended: %s", h.get_workflow_id(), e)
-    return _finalize_step(gen_id)
+        # Woken as each asset job of this generation ends, wherever it ran (not DBOS's get_result, which
+        # polls each handle once a second): the last asset's end is seen at once. A cancelled or failed
+        # asset job needs nothing here: its row says what happened, and finalize reads the rows.
+        statuses = _ctx().wait_assets(gen_id, [h.get_workflow_id() for h in handles])
+        for wf_id, status in statuses.items():
+            if status != "SUCCESS":
+                log.info("asset job %s ended: %s", wf_id, status)
+        ended.update(statuses)
+    return _finalize_step(gen_id, ended)
+
+
+def workflow_statuses(engine, workflow_ids: list[str]) -> dict[str, str]:
+    """DBOS's status of each of these workflows (one query)."""
+    import sqlalchemy as sa
+
+    with engine.connect() as c:
+        rows = c.execute(sa.text(f"SELECT workflow_uuid, status FROM {SCHEMA}.workflow_status "
+                                 "WHERE workflow_uuid = ANY(:ids)"), {"ids": list(workflow_ids)}).fetchall()
+    return {r[0]: r[1] for r in rows}
 
 
 @DBOS.workflow(name=ASSET_WORKFLOW)

@@ -199,12 +199,15 @@ class Waker:
         return self.event.is_set()
 
 
-def listen_for_work(url: str, waker: Waker, stop: threading.Event, executor_id: str = "") -> None:
+def listen_for_work(url: str, waker: Waker, stop: threading.Event, executor_id: str = "",
+                    on_done=None) -> None:
     """LISTEN on the wake channel; each notification wakes its queue's thread. Reconnects on failure.
 
-    A payload is ``<queue>`` (work was enqueued: poll now) or ``<queue> <executor id>`` (that
-    worker freed a slot and polls for it itself; the others poll a little later, so that they do not
-    all dequeue at the same moment and conflict, only in case it could not take the next job).
+    A payload is ``<queue>`` (work was enqueued: poll now) or ``<queue> <executor id> [<generation>]``
+    (that worker freed a slot and polls for it itself; the others poll a little later, so that they do
+    not all dequeue at the same moment and conflict, only in case it could not take the next job). The
+    generation, when named, had an asset job end: ``on_done(generation)`` wakes its workflow if it waits
+    in this process.
     """
     import random
 
@@ -220,6 +223,9 @@ def listen_for_work(url: str, waker: Waker, stop: threading.Event, executor_id: 
                 while not stop.is_set():
                     for n in conn.notifies(timeout=1.0):
                         queue, _, source = (n.payload or "").partition(" ")
+                        source, _, gen = source.partition(" ")
+                        if gen and on_done is not None:
+                            on_done(gen)
                         if source and source == executor_id:
                             continue  # woken already, in this process
                         delay = Waker.PEER_DELAY * random.uniform(1.0, 2.0) if source else 0.0
@@ -227,6 +233,76 @@ def listen_for_work(url: str, waker: Waker, stop: threading.Event, executor_id: 
         except Exception:
             log.debug("wake-up listener lost its connection", exc_info=True)
             stop.wait(1.0)
+
+
+class DequeueLock:
+    """One dequeue at a time per provider queue, across every worker: a PostgreSQL advisory lock around DBOS's claim.
+
+    DBOS claims the jobs of a queue with a global concurrency in a REPEATABLE READ
+    transaction with FOR UPDATE NOWAIT. Two workers claiming the same queue at the
+    same moment conflict: one gets nothing and DBOS doubles that queue's polling
+    interval. Taking a session-level advisory lock (on a connection of its own, so
+    it is held before DBOS's transaction takes its snapshot) makes the claims take
+    turns: the second claim starts after the first committed, sees the slots it
+    took, and takes what is left. The lock waits at most ``wait_s``; after that
+    (a peer stopped mid-claim) the claim goes ahead without it, and DBOS's own
+    transaction still keeps the cap: the lock only removes the conflicts, the cap
+    never depends on it. A worker that dies releases its locks with its connections.
+    """
+
+    CLASS_ID = 0x61696764  # "aigd": the two-key form, apart from the store's one-key advisory locks
+
+    def __init__(self, url: str, wait_s: float = 5.0):
+        self.url = url
+        self.wait_s = wait_s
+        self.local = threading.local()
+        self.waited = 0  # claims that found the lock taken (for the benchmark's report)
+        self.skipped = 0  # claims made without the lock (a peer held it past wait_s, or no connection)
+
+    def _conn(self):
+        conn = getattr(self.local, "conn", None)
+        if conn is None or conn.closed:
+            import psycopg
+
+            conn = psycopg.connect(pg_url(self.url), autocommit=True, connect_timeout=5,
+                                   application_name="aigen-dequeue")
+            conn.execute(f"SET lock_timeout = '{int(self.wait_s * 1000)}ms'")
+            self.local.conn = conn
+        return conn
+
+    @staticmethod
+    def key(queue: str) -> int:
+        import zlib
+
+        return zlib.crc32(queue.encode()) - 2**31  # a signed int4
+
+    def _drop(self) -> None:
+        conn = getattr(self.local, "conn", None)
+        self.local.conn = None
+        if conn is not None:
+            try:
+                conn.close()  # closing the session releases its advisory locks
+            except Exception:
+                log.debug("closing the dequeue lock's connection failed", exc_info=True)
+
+    def __call__(self, queue: str, claim):
+        try:
+            conn = self._conn()
+            if not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (self.CLASS_ID, self.key(queue))).fetchone()[0]:
+                self.waited += 1
+                conn.execute("SELECT pg_advisory_lock(%s, %s)", (self.CLASS_ID, self.key(queue)))
+        except Exception:
+            log.debug("dequeue lock for %s not taken; claiming without it", queue, exc_info=True)
+            self.skipped += 1
+            self._drop()
+            return claim()
+        try:
+            return claim()
+        finally:
+            try:
+                conn.execute("SELECT pg_advisory_unlock(%s, %s)", (self.CLASS_ID, self.key(queue)))
+            except Exception:
+                self._drop()
 
 
 def default_executor_id() -> str:
@@ -256,7 +332,13 @@ class Worker:
         from concurrent.futures import ThreadPoolExecutor
 
         self._db_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="aigen-store")
-        self._freeing = threading.local()  # .queue: the queue whose slot this thread's job frees
+        self._freeing = threading.local()  # .queue, .gen: the queue whose slot this thread's job frees, its generation
+        # Generations whose workflows wait in this process for their asset jobs: gen id -> [event, waiters].
+        self._waiting: dict[str, list] = {}
+        self._waiting_lock = threading.Lock()
+        self.result_poll_s = _env_float(self.env, "AIGEN_WORKER_RESULT_POLL", 2.0, 0.05, 60)
+        self.store_retries = int(_env_float(self.env, "AIGEN_WORKER_STORE_RETRIES", 5, 0, 100))
+        self.store_retry_delay_s = 1.0  # doubled after each failed attempt, up to 30 s
         self.waker: Waker | None = None
 
     def _on_pool(self, fn, *args):
@@ -276,8 +358,58 @@ class Worker:
         # Longest jobs first, as in embedded mode.
         return [sorted(todo, key=lambda a: (a["kind"] != "video", a["idx"]))]
 
-    def finalize(self, gen_id: str) -> str:
-        return self._on_pool(self.store.finalize_generation, gen_id)
+    def finalize(self, gen_id: str, ended: dict[str, str] | None = None) -> str:
+        return self._on_pool(self._finalize, gen_id, ended or {})
+
+    def _finalize(self, gen_id: str, ended: dict[str, str]) -> str:
+        """Finalize the generation; an asset whose job ended without a result is failed first, not left Processing.
+
+        Every asset job of the generation has ended when this runs. An asset row still queued or running
+        then means its job died on an error before recording anything (the store unreachable past the
+        retries, a bug): it is failed with that said, so the generation ends Failed and `aigen retry`
+        can finish it. A paid call it may have sent is not sent again unless the user retries.
+        """
+        if any(status == "ERROR" for status in ended.values()):
+            for a in self.store.assets(gen_id):
+                if a["status"] not in FINAL_ASSET:
+                    self.store.fail_asset(
+                        a["id"], f"its worker job ended with an error before recording a result; finish it with "
+                        f"`aigen retry {gen_id}` (a paid call it may have sent is not sent again on its own)",
+                        code="worker_lost")
+        return self.store.finalize_generation(gen_id)
+
+    def wait_assets(self, gen_id: str, workflow_ids: list[str]) -> dict[str, str]:
+        """Wait until DBOS has recorded the end of each of these asset jobs; their final statuses.
+
+        Woken by the end of any asset job of this generation: in this process directly, on another
+        worker through its NOTIFY. A lost wake-up (the listener reconnecting) costs at most
+        AIGEN_WORKER_RESULT_POLL seconds (default 2), the interval of the safety poll.
+        """
+        from aigen.cluster.engine import FINAL_WF, _dbos_engine, workflow_statuses
+
+        with self._waiting_lock:
+            entry = self._waiting.setdefault(gen_id, [threading.Event(), 0])
+            entry[1] += 1
+        event = entry[0]
+        try:
+            while True:
+                event.clear()
+                statuses = workflow_statuses(_dbos_engine(), workflow_ids)
+                if all(statuses.get(w) in FINAL_WF for w in workflow_ids):
+                    return statuses
+                event.wait(self.result_poll_s)
+        finally:
+            with self._waiting_lock:
+                entry[1] -= 1
+                if entry[1] <= 0 and self._waiting.get(gen_id) is entry:
+                    del self._waiting[gen_id]
+
+    def asset_done(self, gen_id: str) -> None:
+        """An asset job of this generation ended (here or on another worker): wake its waiting workflow."""
+        with self._waiting_lock:
+            entry = self._waiting.get(gen_id)
+        if entry is not None:
+            entry[0].set()
 
     def cancelled(self, gen_id: str) -> bool:
         """Whether `aigen cancel` was asked for this generation (read at most once a second)."""
@@ -311,7 +443,7 @@ class Worker:
             runner = Runner(self.store, self.home, env=self.env, include_refused=include_refused,
                             providers=self._providers_cache, cancel_check=self.cancelled)
             runner.stop = self.stop_jobs
-            status = runner.run_asset(gen_id, asset_id)
+            status = self._run_with_store_retries(runner, gen_id, asset_id)
             if status not in FINAL_ASSET and self.cancelled(gen_id):
                 self.store.fail_asset(asset_id, CANCELLED_MSG, code="cancelled")
                 self.store.finalize_generation(gen_id)
@@ -328,6 +460,7 @@ class Worker:
                 # A slot is about to be free: once DBOS has recorded this job's end (in this thread,
                 # right after this returns), _notify_on_outcome wakes the workers of its queue.
                 self._freeing.queue = self._queue_of(asset_id)
+                self._freeing.gen = gen_id
             # The store keeps one connection per thread, and DBOS runs each job on whichever of its
             # (many) threads is free: give this one back, or the connections pile up past max_connections.
             close = getattr(self.store, "close", None)
@@ -343,6 +476,30 @@ class Worker:
                 with self._lock:
                     self.handed_back += 1
                 self.exiting.wait()
+
+    def _run_with_store_retries(self, runner, gen_id: str, asset_id: int) -> str:
+        """runner.run_asset, run again while the store is unreachable (AIGEN_WORKER_STORE_RETRIES times, backing off).
+
+        The asset's row says what the failed attempt left, so the next attempt applies the money rules of a
+        takeover: a saved job id is polled, a paid call that may have been sent is failed, not sent again.
+        When the store stays away, the job ends in error and the generation's workflow marks what is left
+        (see finalize).
+        """
+        from aigen.errors import DatabaseUnavailable
+
+        delay = self.store_retry_delay_s
+        for attempt in range(self.store_retries + 1):
+            try:
+                return runner.run_asset(gen_id, asset_id)
+            except Exception as e:
+                if not (isinstance(e, DatabaseUnavailable) or is_db_error(e)):
+                    raise
+                if attempt >= self.store_retries or self.stop_jobs.is_set() or self.exiting.is_set():
+                    raise
+                log.warning("asset %s: the store failed (%s); trying again in %.0f s", asset_id, e, delay)
+                self.stop_jobs.wait(delay)
+                delay = min(delay * 2, 30.0)
+        raise AssertionError("unreachable")
 
     # -- the workers row ------------------------------------------------------
     def register(self) -> None:
@@ -427,6 +584,11 @@ class Worker:
             # DBOS's own connections (default 20 per process): enough for the queue threads and the
             # waiting generations, while many workers stay under PostgreSQL's max_connections.
             "sys_db_pool_size": int(self.env.get("AIGEN_DBOS_POOL_SIZE") or 8),
+            # DBOS pings every connection it takes from its pool (a round trip per checkout, several per
+            # job: a tenth of the queue thread's time under load). A connection the server dropped fails
+            # its first statement instead, SQLAlchemy discards it, and DBOS's own retries run it again on
+            # a new one; connections are renewed every 5 minutes.
+            "db_engine_kwargs": {"pool_pre_ping": False, "pool_recycle": 300},
         }
         DBOS(config=config)
         DBOS.listen_queues([engine.GEN_QUEUE, *[engine.queue_name(p) for p in self.s.providers]])
@@ -461,10 +623,13 @@ class Worker:
             finally:
                 queue = getattr(freeing, "queue", None)
                 if queue is not None:
-                    freeing.queue = None
+                    gen = getattr(freeing, "gen", None) or ""
+                    freeing.queue = freeing.gen = None
+                    if gen:
+                        worker.asset_done(gen)  # its workflow, when it waits here, finalizes at once
                     if queue and worker.waker is not None:
                         worker.waker.wake(queue)  # this worker polls for its freed slot first
-                        notify_queues(sys_db.engine, f"{queue} {worker.s.executor_id}")
+                        notify_queues(sys_db.engine, f"{queue} {worker.s.executor_id} {gen}".rstrip())
                     else:
                         notify_queues(sys_db.engine, *([queue] if queue else []))
 
@@ -482,7 +647,8 @@ class Worker:
             log.warning("cannot hook the DBOS queue thread: queues are polled every %s s", self.s.poll_s)
             return
         self.waker = Waker(event, max_wait=self.s.poll_s)
-        threading.Thread(target=listen_for_work, args=(self.url, self.waker, self.exiting, self.s.executor_id),
+        threading.Thread(target=listen_for_work,
+                         args=(self.url, self.waker, self.exiting, self.s.executor_id, self.asset_done),
                          daemon=True,
                          name="aigen-wake").start()
 
@@ -514,10 +680,14 @@ class Worker:
         # still holds the copy from before the drain began. The claim itself refuses then.
         claim = sys_db.start_queued_workflows
 
+        lock = self.dequeue_lock = DequeueLock(self.url)
+
         def start_queued_workflows(queue, *args, **kwargs):
             if worker.draining.is_set():
                 return [], "worker_concurrency"
-            return claim(queue, *args, **kwargs)
+            if queue._concurrency is None and queue._limiter is None:
+                return claim(queue, *args, **kwargs)  # no shared budget: DBOS skips locked rows, no conflicts
+            return lock(queue.name, lambda: claim(queue, *args, **kwargs))
 
         sys_db.start_queued_workflows = start_queued_workflows
 
