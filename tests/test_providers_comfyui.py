@@ -369,6 +369,15 @@ def test_5xx_on_submit_and_poll_are_retried(env, fake, sleeps, tmp_path):
     assert out.format == "png" and fake.submits == 1 and len(sleeps) == 2
 
 
+def test_a_submit_without_an_answer_in_time_is_sent_again_with_the_same_prompt_id(env, fake, sleeps, tmp_path):
+    # Free to send again: a prompt that did land would be answered from ComfyUI's cache.
+    fake.script("POST", "/prompt", Reply(200, {"prompt_id": "late"}, delay=2.0))
+    rep = Reporter()
+    provider(env, AIGEN_HTTP_TIMEOUT="0.3").generate(req(), tmp_path / "a.png", rep)
+    first, second = [r.json()["prompt_id"] for r in fake.matching("POST", "/prompt")]
+    assert first == second == rep.job_ids[0] and fake.submits == 1 and len(sleeps) == 1
+
+
 def test_a_cut_off_file_is_fetched_again(env, fake, tmp_path):
     from fakes.httpfake import png_bytes
 

@@ -36,14 +36,13 @@ cut-off answers. ``submits`` counts the prompts queued.
 
 from __future__ import annotations
 
-import io
 import json
 import mimetypes
 import re
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
