@@ -102,6 +102,8 @@ def _gpt_image_1(w: int, h: int) -> UnitPrice:
 RULES: list[Rule] = [
     ("local", "image", None, lambda w, h: UnitPrice(0.0, 0.0, "image", "runs on this machine")),
     ("local", "video", None, lambda w, h: UnitPrice(0.0, 0.0, "video", "runs on this machine")),
+    ("comfyui", "image", None, lambda w, h: UnitPrice(0.0, 0.0, "image", "runs on your own ComfyUI server")),
+    ("comfyui", "video", None, lambda w, h: UnitPrice(0.0, 0.0, "video", "runs on your own ComfyUI server")),
     ("openai", "image", "gpt-image-1-mini", _gpt_image_1_mini),
     ("openai", "image", "gpt-image-1", _gpt_image_1),
     *[("stability", "image", m, _stability(m)) for m in _STABILITY_CREDITS],

@@ -5,6 +5,11 @@ vendor refuses: shut-down and unknown models, bad sizes, missing or malformed re
 still more lenient than the vendor (kept short on purpose; each is either undocumented or beyond what aigen
 sends), it is listed here:
 
+* ComfyUI (comfyui_fake): only the node classes aigen's templates and tests use exist (others are refused as
+  unknown, which is stricter than a server with custom nodes); a number's `step` is not checked; the cache is
+  for a whole graph (ComfyUI's classic cache also re-runs only the nodes that changed); the queue advances on
+  each `GET /history/{id}` instead of by a worker thread; no `/ws`, `/interrupt`, `/object_info` or `/api/jobs`;
+  an image's colour, not its content, follows the seed and the prompt.
 * OpenAI (openai_fake): moderation is simulated only by the word BLOCKME; rate limits, quota and 5xx only when
   scripted; `OpenAI-Organization` / `OpenAI-Project` are not checked; the gpt-image-2.6 models get the gpt-image-2
   size rules though the sources list those rules only for 2 and 2.5; `stream` / `partial_images` are accepted but
