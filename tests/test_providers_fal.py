@@ -487,3 +487,13 @@ def test_refused_is_the_error_class_of_a_refusal(env, fake, tmp_path):
     fake.default_outcome = Outcome(end="refused")
     with pytest.raises(Refused):
         provider(env).generate(image_req(), tmp_path / "i.png", RecordingReporter())
+
+
+def test_an_exhausted_balance_is_reported_as_quota_and_not_retried(env, fake, sleeps, tmp_path):
+    from aigen.errors import QuotaExceeded
+
+    fake.script("POST", "/fal-ai/*", Reply(403, {"detail": "User is locked. Reason: Exhausted balance. "
+                                                           "Top up your balance at fal.ai/dashboard/billing."}))
+    with pytest.raises(QuotaExceeded, match="fal: out of credit: User is locked"):
+        provider(env).generate(video_req(), tmp_path / "v.mp4", RecordingReporter())
+    assert len(fake.submit_requests()) == 1 and sleeps == []
