@@ -497,3 +497,13 @@ def test_an_exhausted_balance_is_reported_as_quota_and_not_retried(env, fake, sl
     with pytest.raises(QuotaExceeded, match="fal: out of credit: User is locked"):
         provider(env).generate(video_req(), tmp_path / "v.mp4", RecordingReporter())
     assert len(fake.submit_requests()) == 1 and sleeps == []
+
+
+def test_without_fal_base_url_the_sdk_keeps_its_own_hosts_and_backup_domain(env):
+    import fal_client.client as fc
+
+    p = provider({k: v for k, v in env.items() if k != "FAL_BASE_URL"})
+    transport = p._client()._client._transport
+    assert isinstance(transport._inner, fc.BackupDomainTransport) and transport._rewrite is None
+    assert fc.QUEUE_URL_FORMAT == "https://queue.fal.run/", "aigen never patches the SDK's URL constants"
+    assert fc.MAX_ATTEMPTS == 1, "the SDK's own retries are off: aigen's retry"

@@ -506,7 +506,7 @@ class FalProvider(Provider):
         """An SDK/httpx exception as a ProviderError saying whether another try is safe."""
         import httpx
 
-        from aigen.providers.http import error_for_status, scrub, sent_but_lost
+        from aigen.providers.http import scrub, sent_but_lost
 
         fc = _sdk_module()
         secrets = self._secrets()
