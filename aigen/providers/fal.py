@@ -231,7 +231,8 @@ def check_options(kind: str, model_id: str, options: dict) -> dict:
         elif spec.strict:
             known = sorted(set(rules) | ({"image_size"} if spec.image_size else set()))
             raise BadInput(
-                f"fal model {model_id} takes no input {key!r} ({flag}): it takes {', '.join(known) or 'only the prompt'}",
+                f"fal model {model_id} takes no input {key!r} ({flag}): "
+                f"it takes {', '.join(known) or 'only the prompt'}",
                 hint="fal bills a request refused for its input, so aigen checks the models it knows before sending",
             )
         else:
