@@ -28,6 +28,7 @@ PROVIDER_VARS: dict[str, tuple[str, ...]] = {
     "stability": ("STABILITY_API_KEY",),
     "runway": ("RUNWAYML_API_SECRET",),
     "pictory": ("PICTORY_API_KEY", "PICTORY_CLIENT_ID", "PICTORY_CLIENT_SECRET", "PICTORY_USER_ID"),
+    "fal": ("FAL_KEY",),
 }
 
 _VAR_RE = re.compile(r"^[A-Z][A-Z0-9_]{1,63}$")

@@ -174,7 +174,7 @@ def test_providers_and_keys_import_no_sdk(home):
         "assert r.exit_code == 0, r.output\n"
         "r = CliRunner().invoke(app, ['keys', 'list'])\n"
         "assert r.exit_code == 0, r.output\n"
-        "print(sorted(m for m in ('openai', 'runwayml', 'requests', 'httpx2', 'httpx', 'numpy', 'av', 'PIL')"
+        "print(sorted(m for m in ('openai', 'runwayml', 'fal_client', 'requests', 'httpx2', 'httpx', 'numpy', 'av', 'PIL')"
         " if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

@@ -179,6 +179,11 @@ class _AssetReporter:
     def should_stop(self) -> bool:
         return self.runner.stop.is_set() or self.runner.cancel_requested()
 
+    def cancel_requested(self) -> bool:
+        """`aigen cancel` was asked (cluster mode): the work is abandoned, not paused as by Ctrl-C or SIGTERM,
+        so a provider may cancel its job at the vendor (fal does)."""
+        return self.runner.cancel_requested()
+
     def check_stop(self) -> None:
         if self.should_stop():
             raise Cancelled("stopped before this asset finished")

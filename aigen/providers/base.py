@@ -150,6 +150,7 @@ _REGISTRY: dict[str, str | type[Provider]] = {
     "runway": "aigen.providers.runway:RunwayProvider",
     "pictory": "aigen.providers.pictory:PictoryVideos",
     "comfyui": "aigen.providers.comfyui:ComfyUIProvider",
+    "fal": "aigen.providers.fal:FalProvider",
 }
 
 

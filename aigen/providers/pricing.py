@@ -99,6 +99,23 @@ def _gpt_image_1(w: int, h: int) -> UnitPrice:
                      "range from quality low to high; aigen sends quality=auto")
 
 
+_FAL_FLUX_DEV_SRC = "fal FLUX.1 [dev] page: $0.025 per megapixel (PROVIDERS.md §7)"
+_FAL_KLING4_SRC = "fal learn page \"Kling API … 2026\": Kling 4.0 $0.157/s at 720p, $0.235/s at 1080p (PROVIDERS.md §7)"
+
+
+def _fal_flux_dev(w: int, h: int) -> UnitPrice:
+    usd = 0.025 * w * h / 1_000_000
+    return UnitPrice(usd, usd, "image", _FAL_FLUX_DEV_SRC, f"{w * h / 1_000_000:.2f} megapixels")
+
+
+def _fal_kling_v4(w: int, h: int) -> UnitPrice:
+    from aigen.providers.fal import MODELS, closest_resolution
+
+    res = closest_resolution(w, h, MODELS["fal-ai/kling-video/v4/text-to-video"].resolutions)
+    usd = 0.235 if res == "1080p" else 0.157
+    return UnitPrice(usd, usd, "second", _FAL_KLING4_SRC, f"{res}")
+
+
 RULES: list[Rule] = [
     ("local", "image", None, lambda w, h: UnitPrice(0.0, 0.0, "image", "runs on this machine")),
     ("local", "video", None, lambda w, h: UnitPrice(0.0, 0.0, "video", "runs on this machine")),
@@ -107,11 +124,14 @@ RULES: list[Rule] = [
     ("openai", "image", "gpt-image-1-mini", _gpt_image_1_mini),
     ("openai", "image", "gpt-image-1", _gpt_image_1),
     *[("stability", "image", m, _stability(m)) for m in _STABILITY_CREDITS],
+    ("fal", "image", "fal-ai/flux/dev", _fal_flux_dev),
+    ("fal", "video", "fal-ai/kling-video/v4/text-to-video", _fal_kling_v4),
 ]
 
 _UNKNOWN_NOTES = {
     "openai": "OpenAI publishes no per-image price for this model in aigen's sources; "
               "see the usage tokens in your OpenAI dashboard",
+    "fal": "no price for this fal model in aigen's sources; see its page on fal.ai/models",
 }
 
 
@@ -164,6 +184,10 @@ def plan(gen: dict, assets: list[dict], *, env: dict | None = None, home=None) -
         provider = get_provider(first["provider"], env=env, home=home)
         w, h = first["width"], first["height"]
         duration = first.get("duration")
+        # A provider that makes only some lengths bills the one it makes, not the one asked.
+        billed = getattr(provider, "billed_duration", None)
+        if kind == "video" and callable(billed):
+            duration = billed(kind, first["model"], duration)
         describe = getattr(provider, "describe_output", None)
         output = describe(kind, first["model"], w, h) if callable(describe) else f"{w}x{h}"
         est = estimate(first["provider"], kind, first["model"], len(rows), w, h, duration)

@@ -22,6 +22,11 @@ sends), it is listed here:
 * Runway (runway_fake): only the models aigen uses are known (others are refused, which is stricter); unknown body
   fields are ignored (Runway's handling is undocumented); THROTTLED and the daily-quota 429 only when scripted;
   `estimatedCost` / `cost` are fixed numbers.
+* fal (fal_fake): only the models in aigen's table plus two pass-through ones are served (others are 404, which is
+  stricter); inputs outside a known model's documented fields are refused (fal's handling of extra fields is
+  undocumented); what a cancelled request's status and result show is not confirmed by any source (the fake says
+  COMPLETED with `error_type: request_cancelled`, and 400); no 403 balance error, 429 or 5xx unless scripted;
+  outputs are one fixed mp4 and a PNG of the asked size.
 * Stability (stability_fake): the legacy `sd3-large`, `sd3-large-turbo`, `sd3-medium` names are accepted (not
   confirmed for 2026); the output size follows the aspect ratio but not each model's real resolution; the 10 MiB
   body limit (413), 402 and 429 only when scripted; `image` uploads are not decoded.
