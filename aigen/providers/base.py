@@ -149,6 +149,7 @@ _REGISTRY: dict[str, str | type[Provider]] = {
     "stability": "aigen.providers.stability:StabilityImages",
     "runway": "aigen.providers.runway:RunwayProvider",
     "pictory": "aigen.providers.pictory:PictoryVideos",
+    "gemini": "aigen.providers.gemini:GeminiProvider",
 }
 
 

@@ -110,6 +110,8 @@ RULES: list[Rule] = [
 _UNKNOWN_NOTES = {
     "openai": "OpenAI publishes no per-image price for this model in aigen's sources; "
               "see the usage tokens in your OpenAI dashboard",
+    "gemini": "Google's prices for Veo, Imagen, Gemini image models and Omni Flash are not in aigen's sources "
+              "(PROVIDERS.md §10); see the Google Cloud or AI Studio billing pages",
 }
 
 
