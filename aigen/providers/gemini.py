@@ -223,10 +223,11 @@ def video_pixels(ratio: str, resolution: str) -> tuple[int, int]:
 
 
 def image_size_for(width: int, height: int, sizes: tuple[str, ...]) -> str:
-    """The smallest of "1K"/"2K"/"4K" (nominal long side 1024/2048/4096) that covers the asked long side."""
-    longest = max(width, height)
+    """The smallest of "1K"/"2K"/"4K" whose pixel count (about 1024², 2048², 4096² at any aspect ratio) covers
+    the asked one, with a little slack: 1280x720 is 1K, 1920x1080 2K."""
+    area = width * height
     for size in sizes:
-        if longest <= int(size[0]) * 1024 * 1.125:
+        if area <= (int(size[0]) * 1024) ** 2 * 1.1:
             return size
     return sizes[-1]
 
@@ -492,10 +493,7 @@ class GeminiProvider(Provider):
 
         path = self.env.get(CREDENTIALS_VAR)
         try:
-            if path:
-                creds, _ = google.auth.load_credentials_from_file(path, scopes=[CLOUD_SCOPE])
-            else:
-                creds, _ = google.auth.default(scopes=[CLOUD_SCOPE])
+            creds = _credentials_from_file(path) if path else google.auth.default(scopes=[CLOUD_SCOPE])[0]
         except google.auth.exceptions.DefaultCredentialsError as e:
             where = f"project {mode.project}" if mode is not None and mode.project else "Cloud Storage"
             raise ProviderError(
@@ -978,6 +976,39 @@ class GeminiProvider(Provider):
             e.message += f" (the video is kept at {uri}; the operation is saved, so `aigen retry` fetches it again)"
             e.args = (e.message,)
             raise
+
+
+def _credentials_from_file(path: str):
+    """The credentials in GOOGLE_APPLICATION_CREDENTIALS, loaded by their type's own loader (as google-auth
+    advises), so aigen's environment is used rather than the process's."""
+    import warnings
+
+    import google.auth
+    import google.auth.exceptions
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            info = json.load(fh)
+    except (OSError, ValueError) as e:
+        raise google.auth.exceptions.DefaultCredentialsError(
+            f"{CREDENTIALS_VAR}={path} cannot be read as a credentials file ({getattr(e, 'strerror', None) or e})"
+        ) from None
+    kind = info.get("type") if isinstance(info, dict) else None
+    try:
+        if kind == "service_account":
+            from google.oauth2 import service_account
+
+            return service_account.Credentials.from_service_account_info(info, scopes=[CLOUD_SCOPE])
+        if kind == "authorized_user":
+            import google.oauth2.credentials
+
+            return google.oauth2.credentials.Credentials.from_authorized_user_info(info, scopes=[CLOUD_SCOPE])
+    except ValueError as e:
+        raise google.auth.exceptions.DefaultCredentialsError(f"{path}: {e}") from None
+    with warnings.catch_warnings():
+        # Other types (external_account, impersonated): google-auth's generic loader, as google.auth.default uses.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return google.auth.load_credentials_from_file(path, scopes=[CLOUD_SCOPE])[0]
 
 
 # --------------------------------------------------------------------------- request planning
