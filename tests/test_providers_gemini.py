@@ -321,6 +321,26 @@ def test_a_trickling_image_answer_is_reported_not_resent(dev_env, fake, tmp_path
     assert len(fake.create_requests()) == 1
 
 
+def test_a_paid_answer_lost_after_sending_is_not_resent(dev_env, fake, tmp_path, sleeps):
+    fake.script("POST", "/v1/models/*", Reply(drop=True))
+    with pytest.raises(ProviderError) as e:
+        GeminiProvider(env=dev_env).generate(image_req(), tmp_path / "i.png", RecordingReporter())
+    assert "may have made and billed it" in e.value.message and not e.value.retryable
+    assert len(fake.create_requests()) == 1 and sleeps == []
+
+
+def test_a_server_that_is_not_running_is_retried_then_reported(dev_env, tmp_path, sleeps):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**dev_env, "GOOGLE_GEMINI_BASE_URL": f"http://127.0.0.1:{port}"}
+    with pytest.raises(ProviderError) as e:
+        GeminiProvider(env=env).generate(image_req(), tmp_path / "i.png", RecordingReporter())
+    assert "could not reach the API" in e.value.message and len(sleeps) == 2
+
+
 # --------------------------------------------------------------------------- Veo videos
 def test_veo_video_saves_the_operation_name_before_polling(express_env, fake, tmp_path):
     fake.video_outcomes.append(VideoOutcome(polls=2))
@@ -511,7 +531,8 @@ def test_providers_says_what_each_configuration_can_use(cli, monkeypatch, fake, 
 
 def test_keys_set_gemini_stores_the_key_for_the_provider(cli, home, monkeypatch, sleeps):
     res = cli("keys", "set", "gemini", "--var", "GEMINI_API_KEY", "--stdin", input=DEV_KEY + "\n")
-    assert res.exit_code == 0, res.output and DEV_KEY not in res.output
+    assert res.exit_code == 0, res.output
+    assert DEV_KEY not in res.output
     mode, _ = GeminiProvider(env={}, home=home).mode()
     assert mode.platform == "developer" and mode.key == DEV_KEY
 
@@ -558,3 +579,26 @@ def test_generate_refuses_veo_with_a_developer_key_before_writing(cli, home, mon
               "veo-3.1-generate-001")
     assert res.exit_code == 2 and "only on Agent Platform" in res.output
     assert not (home / "generated_content").exists()
+
+
+def test_retry_polls_the_saved_operation_after_a_deadline(cli, home, monkeypatch, fake, sleeps):
+    for k, v in {**BASE, "GOOGLE_API_KEY": EXPRESS_KEY, "GOOGLE_GENAI_USE_ENTERPRISE": "true",
+                 "GOOGLE_VERTEX_BASE_URL": fake.url, "AIGEN_JOB_TIMEOUT": "0.3"}.items():
+        monkeypatch.setenv(k, v)
+    fake.default_video = VideoOutcome(polls=100_000)
+    res = cli("generate", "a red fox at dawn", "--user", "alice", "--images", "0", "--videos", "1",
+              "--video-provider", "gemini", "--json")
+    assert res.exit_code == 1, res.output
+    gid = json.loads(res.output)["id"]
+    from aigen.store import Store
+
+    [asset] = Store(home / "aigen.db").query("SELECT status, error_code, provider_job_id FROM assets")
+    assert asset["status"] == "failed" and asset["error_code"] == "job_timeout"
+    [job] = fake.jobs.values()
+    assert asset["provider_job_id"] == job.name
+
+    job.outcome = VideoOutcome(polls=0)  # it finished at Google meanwhile
+    monkeypatch.delenv("AIGEN_JOB_TIMEOUT")
+    res = cli("retry", gid, "--json")
+    assert res.exit_code == 0, res.output
+    assert fake.creates == 1, "the retry polled the saved operation instead of creating another"
