@@ -160,7 +160,7 @@ def remove_keys(home: Path, names: list[str]) -> list[str]:
 
 def mask(value: str) -> str:
     """Enough to tell keys apart without revealing them: a vendor prefix and the length."""
-    m = re.match(r"^(sk-|pictai_|key_|sk_)", value)
+    m = re.match(r"^(sk-|pictai_|key_|sk_|AIza)", value)
     prefix = m.group(1) if m else ""
     return f"{prefix}…({len(value)} chars)"
 

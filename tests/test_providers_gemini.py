@@ -535,6 +535,15 @@ def test_keys_set_gemini_stores_the_key_for_the_provider(cli, home, monkeypatch,
     assert DEV_KEY not in res.output
     mode, _ = GeminiProvider(env={}, home=home).mode()
     assert mode.platform == "developer" and mode.key == DEV_KEY
+    listed = json.loads(cli("keys", "list", "--json").output)
+    [row] = [k for k in listed["keys"] if k["var"] == "GEMINI_API_KEY"]
+    assert row["set"] and row["masked"] == "AIza…(39 chars)" and DEV_KEY not in json.dumps(listed)
+
+
+def test_google_key_shapes_are_scrubbed_from_messages():
+    from aigen.providers.http import scrub
+
+    assert DEV_KEY not in scrub(f"API key {DEV_KEY} not valid")
 
 
 @pytest.mark.parametrize("image_provider,video_provider", [("local", "gemini"), ("gemini", "local")])

@@ -231,7 +231,8 @@ def _give_up(err: ProviderError, attempts: int, elapsed: float, why: str) -> Non
 
 # --------------------------------------------------------------------------- errors
 _KEY_SHAPES = re.compile(
-    r"(sk-[A-Za-z0-9_\-*]{6,}|pictai_[A-Za-z0-9_\-*]{6,}|key_[A-Za-z0-9]{16,}|Bearer\s+[A-Za-z0-9._\-*]{8,})"
+    r"(sk-[A-Za-z0-9_\-*]{6,}|pictai_[A-Za-z0-9_\-*]{6,}|key_[A-Za-z0-9]{16,}|AIza[A-Za-z0-9_\-]{20,}"
+    r"|Bearer\s+[A-Za-z0-9._\-*]{8,})"
 )
 
 
