@@ -298,7 +298,8 @@ def test_a_wrong_key_and_an_unknown_model_are_final(dev_env, fake, tmp_path, sle
     with pytest.raises(ProviderError) as e:
         GeminiProvider(env={**dev_env, "GEMINI_API_KEY": "AIzaWRONG"}).generate(
             image_req(), tmp_path / "i.png", RecordingReporter())
-    assert "API key not valid" in e.value.message and "AIzaWRONG" not in e.value.message
+    assert "gemini rejected the API key (HTTP 400 INVALID_ARGUMENT): API key not valid" in e.value.message
+    assert "GEMINI_API_KEY" in e.value.hint and "AIzaWRONG" not in e.value.message
     assert sleeps == []
     with pytest.raises(ProviderError) as e:
         GeminiProvider(env=dev_env).generate(image_req(model="gemini-9-image"), tmp_path / "i.png",

@@ -597,6 +597,10 @@ class GeminiProvider(Provider):
                                  provider_code="not_found",
                                  hint="check the model name: `aigen providers --json` lists what this "
                                       "configuration can use")
+        if any(isinstance(d, dict) and d.get("reason") == "API_KEY_INVALID" for d in _rpc_details(details)):
+            return ProviderError(f"gemini rejected the API key ({label}){suffix}", provider=self.name, status=code,
+                                 provider_code="auth",
+                                 hint=f"check {key_var} (`aigen keys list`, `aigen keys set gemini`)")
         if code in (401, 403):
             how = (f"check {key_var} (`aigen keys list`, `aigen keys set gemini`)" if mode is None or mode.key
                    else "check the Application Default Credentials and that the project has the Vertex AI API "
