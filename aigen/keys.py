@@ -22,13 +22,16 @@ from aigen.errors import BadInput
 KEYS_FILE = "keys.json"
 
 # Every variable a provider may read, in the order `aigen keys set` asks for them.
-# Pictory takes either an API key or the older OAuth trio.
+# Pictory takes either an API key or the older OAuth trio; gemini a key and/or its Agent Platform settings.
 PROVIDER_VARS: dict[str, tuple[str, ...]] = {
     "openai": ("OPENAI_API_KEY",),
     "stability": ("STABILITY_API_KEY",),
     "runway": ("RUNWAYML_API_SECRET",),
     "pictory": ("PICTORY_API_KEY", "PICTORY_CLIENT_ID", "PICTORY_CLIENT_SECRET", "PICTORY_USER_ID"),
     "fal": ("FAL_KEY",),
+    # A Gemini API key, or the Agent Platform settings (the SDK's names; credentials themselves stay with gcloud).
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_ENTERPRISE", "GOOGLE_CLOUD_PROJECT",
+               "GOOGLE_CLOUD_LOCATION"),
 }
 
 _VAR_RE = re.compile(r"^[A-Z][A-Z0-9_]{1,63}$")
@@ -158,7 +161,7 @@ def remove_keys(home: Path, names: list[str]) -> list[str]:
 
 def mask(value: str) -> str:
     """Enough to tell keys apart without revealing them: a vendor prefix and the length."""
-    m = re.match(r"^(sk-|pictai_|key_|sk_)", value)
+    m = re.match(r"^(sk-|pictai_|key_|sk_|AIza)", value)
     prefix = m.group(1) if m else ""
     return f"{prefix}…({len(value)} chars)"
 

@@ -20,22 +20,23 @@ def generate(
     user: str = typer.Option(..., "--user", "-u", help="Who the content is for (letters, digits, . _ -; 1-64 chars)."),
     images: int = typer.Option(config.DEFAULT_IMAGES, "--images", help="How many images to make (0-10)."),
     videos: int = typer.Option(config.DEFAULT_VIDEOS, "--videos", help="How many videos to make (0-10)."),
-    image_provider: str = typer.Option("local", "--image-provider", help="Provider for the images: local (procedural renderer, no key; not an AI model), openai, stability, runway, fal (FLUX and any fal model), comfyui (your ComfyUI server, AIGEN_COMFYUI_URL). See `aigen providers`."),
-    video_provider: str = typer.Option("local", "--video-provider", help="Provider for the videos: local (procedural renderer, no key; not an AI model), runway, pictory, fal (Kling, Hailuo, Veo, Seedance and any fal model), comfyui (your ComfyUI server, AIGEN_COMFYUI_URL). See `aigen providers`."),
+    image_provider: str = typer.Option("local", "--image-provider", help="Provider for the images: local (procedural renderer, no key; not an AI model), openai, stability, runway, fal (FLUX and any fal model), gemini (Imagen, Gemini image models), comfyui (your ComfyUI server, AIGEN_COMFYUI_URL). See `aigen providers`."),
+    video_provider: str = typer.Option("local", "--video-provider", help="Provider for the videos: local (procedural renderer, no key; not an AI model), runway, pictory, fal (Kling, Hailuo, Veo, Seedance and any fal model), gemini (Veo, Omni Flash), comfyui (your ComfyUI server, AIGEN_COMFYUI_URL). See `aigen providers`."),
     image_model: Optional[str] = typer.Option(None, "--image-model", help="Image model (default: the provider's; for comfyui, the checkpoint file its workflow loads)."),
     video_model: Optional[str] = typer.Option(None, "--video-model", help="Video model (default: the provider's; for comfyui, the model file its workflow loads)."),
     image_option: Optional[list[str]] = typer.Option(
         None,
         "--image-option",
-        help="A model input passed through to the image provider (fal, comfyui), for example steps=30 or "
-        "workflow=PATH; repeat for more. A value that reads as JSON (number, true/false, list, object) is "
+        help="A model input passed through to the image provider (fal, comfyui, gemini), for example steps=30, "
+        "workflow=PATH or negative_prompt=blur; repeat for more. A value that reads as JSON (number, true/false, list, object) is "
         "sent as that, anything else as text.",
         metavar="KEY=VALUE",
     ),
     video_option: Optional[list[str]] = typer.Option(
         None,
         "--video-option",
-        help="A model input passed through to the video provider (fal, comfyui); repeat for more. "
+        help="A model input passed through to the video provider (fal, comfyui, gemini), for example "
+        "negative_prompt=blur or generate_audio=false; repeat for more. "
         "Values as for --image-option.",
         metavar="KEY=VALUE",
     ),

@@ -33,8 +33,23 @@ def describe(name: str, home, env) -> dict:
         for var in alternatives:
             key_vars.append(keystore.key_status(home, env, var))
     base_env = getattr(cls, "base_url_env", None)
+    base_url = (env.get(base_env) if base_env else None) or getattr(cls, "default_base_url", None)
+    default_models = dict(cls.default_models)
+    # A provider whose models depend on its configuration (gemini: Gemini API key or Agent Platform) says
+    # which mode is in force and what that mode can use.
+    configure = getattr(provider, "configuration", None)
+    configuration = None
+    if callable(configure):
+        try:
+            configuration = configure()
+        except AigenError as e:
+            configuration = {"mode": None, "problem": e.message, "models": {}, "default_models": {}}
+        if configuration.get("default_models"):
+            default_models.update(configuration["default_models"])
+        if configuration.get("base_url_env"):
+            base_env, base_url = configuration["base_url_env"], configuration.get("base_url")
     prices = {}
-    for kind, model in sorted(cls.default_models.items()):
+    for kind, model in sorted(default_models.items()):
         if kind in cls.kinds:
             price = unit_price(name, kind, model, 1024, 1024)
             if price is None:
@@ -47,13 +62,14 @@ def describe(name: str, home, env) -> dict:
         "name": name,
         "makes": sorted(cls.kinds),
         "description": cls.description,
-        "default_models": {k: v for k, v in sorted(cls.default_models.items()) if k in cls.kinds},
+        "default_models": {k: v for k, v in sorted(default_models.items()) if k in cls.kinds},
+        **({"configuration": configuration} if configuration is not None else {}),
         "key_env": [" or ".join(a) for a in cls.key_env],
         "key_set": not missing,
         "keys": [{k: v for k, v in s.items() if k != "masked"} for s in key_vars],
         "missing": missing,
         "base_url_env": base_env,
-        "base_url": (env.get(base_env) if base_env else None) or getattr(cls, "default_base_url", None),
+        "base_url": base_url,
         "concurrency": cap,
         "concurrency_source": cap_source,
         "concurrency_default": cls.concurrency,
@@ -106,7 +122,8 @@ def providers(
             key = f"[green]set[/] ({', '.join(sources)})"
         else:
             key = "[red]missing[/]"
-            hints.append(f"{r['name']} needs {' and '.join(r['missing'])}")
+            problem = (r.get("configuration") or {}).get("problem")
+            hints.append(f"{r['name']} {problem}" if problem else f"{r['name']} needs {' and '.join(r['missing'])}")
         models = r["default_models"]
         shown = next(iter(models.values())) if len(set(models.values())) == 1 else \
             ", ".join(f"{k} {v}" for k, v in models.items())
@@ -119,6 +136,11 @@ def providers(
             if source != "default":
                 where = source.split()[1] if source.startswith("env ") else "config.toml"
                 hints.append(f"{r['name']}: cap {r['concurrency']} from {where} (default {r['concurrency_default']})")
+        conf = r.get("configuration")
+        if conf is not None:
+            if conf.get("mode"):
+                usable = "; ".join(f"{k}s: {', '.join(v)}" for k, v in conf.get("models", {}).items() if v)
+                hints.append(f"{r['name']}: {conf['label']} can use {usable}")
         table.add_row(r["name"], "+".join(r["makes"]), escape(shown or ""), key, cap)
     console.print(table)
     for h in hints:

@@ -151,6 +151,7 @@ _REGISTRY: dict[str, str | type[Provider]] = {
     "pictory": "aigen.providers.pictory:PictoryVideos",
     "comfyui": "aigen.providers.comfyui:ComfyUIProvider",
     "fal": "aigen.providers.fal:FalProvider",
+    "gemini": "aigen.providers.gemini:GeminiProvider",
 }
 
 

@@ -26,6 +26,8 @@ Stable API (used by openai, stability, runway and pictory):
   opened (an API that answers a POST with the media bytes; a cut-off answer is then
   ``sent_but_lost``, not a retryable truncation).
 * ``timeout_from_env(env, default_read)``: (connect, read) timeouts, ``AIGEN_HTTP_TIMEOUT`` wins.
+* ``paced_transport(httpx, limits, too_slow=...)``: the same limits for SDKs built on httpx/httpx2
+  (openai, google-genai), as a transport handed to the SDK's client.
 * ``sniff(head)`` / ``check_media_bytes(...)`` / ``write_media(...)``: magic-byte checks for
   bytes that arrive in a JSON body (base64) rather than from a URL.
 * ``scrub(text, secrets)``: remove keys (and key-shaped tokens) from text meant for users.
@@ -229,7 +231,8 @@ def _give_up(err: ProviderError, attempts: int, elapsed: float, why: str) -> Non
 
 # --------------------------------------------------------------------------- errors
 _KEY_SHAPES = re.compile(
-    r"(sk-[A-Za-z0-9_\-*]{6,}|pictai_[A-Za-z0-9_\-*]{6,}|key_[A-Za-z0-9]{16,}|Bearer\s+[A-Za-z0-9._\-*]{8,})"
+    r"(sk-[A-Za-z0-9_\-*]{6,}|pictai_[A-Za-z0-9_\-*]{6,}|key_[A-Za-z0-9]{16,}|AIza[A-Za-z0-9_\-]{20,}"
+    r"|Bearer\s+[A-Za-z0-9._\-*]{8,})"
 )
 
 
@@ -858,6 +861,83 @@ def iter_body(
                 pass
 
 
+def paced_transport(httpx: Any, limits: "BodyLimits", *, too_slow: Callable[[Any, "_BodyTooSlow"], ProviderError],
+                    **transport_kw: Any):
+    """An ``httpx`` (or ``httpx2``) transport whose response bodies obey ``limits`` (deadline, minimum rate).
+
+    For SDKs built on httpx (openai, google-genai), which read answers with a
+    per-recv read timeout only, so a server trickling bytes could hold a worker
+    for ever. httpcore yields each ``recv`` as a chunk, so the pace is checked as
+    bytes arrive; a watchdog shuts the socket down at the deadline, so a stall
+    cannot hold the worker up to the (long) read timeout. ``httpx`` is the module
+    the SDK uses; ``too_slow(request, err)`` words the error raised (``err.message``
+    says what was too slow): ``sent_but_lost`` for a paid answer, a retryable
+    timeout for an idempotent one. The error propagates out of the SDK call as is.
+    """
+    import socket
+    import threading
+
+    class _PacedStream(httpx.SyncByteStream):
+        def __init__(self, inner, sock, request):
+            self.inner, self.sock, self.request = inner, sock, request
+            self.fired = threading.Event()
+
+        def _fire(self):
+            self.fired.set()
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        def __iter__(self):
+            started = time.monotonic()
+            window_start, window_bytes, received = started, 0, 0
+            timer = None
+            if self.sock is not None and limits.deadline is not None:
+                timer = threading.Timer(limits.deadline, self._fire)
+                timer.daemon = True
+                timer.start()
+            try:
+                try:
+                    for chunk in self.inner:
+                        received += len(chunk)
+                        window_bytes += len(chunk)
+                        now = time.monotonic()
+                        if limits.deadline is not None and now - started > limits.deadline:
+                            raise too_slow(self.request, _deadline_error(limits, now - started, received))
+                        if now - window_start >= limits.window:
+                            if limits.min_rate > 0 and window_bytes < limits.min_rate * limits.window:
+                                raise too_slow(self.request, _rate_error(limits, window_bytes, now - window_start,
+                                                                         received))
+                            window_start, window_bytes = now, 0
+                        yield chunk
+                except ProviderError:
+                    raise
+                except Exception:
+                    if self.fired.is_set():
+                        raise too_slow(self.request, _deadline_error(limits, time.monotonic() - started,
+                                                                     received)) from None
+                    raise
+                if self.fired.is_set():
+                    raise too_slow(self.request, _deadline_error(limits, time.monotonic() - started, received))
+            finally:
+                if timer is not None:
+                    timer.cancel()
+
+        def close(self):
+            self.inner.close()
+
+    class _PacedTransport(httpx.HTTPTransport):
+        def handle_request(self, request):
+            resp = super().handle_request(request)
+            stream = resp.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            resp.stream = _PacedStream(resp.stream, sock, request)
+            return resp
+
+    return _PacedTransport(**transport_kw)
+
+
 def _is_timeout(exc: BaseException) -> bool:
     import socket
 
@@ -1109,6 +1189,7 @@ __all__ = [
     "sent_but_lost",
     "never_sent",
     "iter_body",
+    "paced_transport",
     "scrub",
     "sniff",
     "timeout_from_env",

@@ -382,85 +382,19 @@ def classify_error(exc: BaseException, *, key: str | None, model: str) -> Provid
 
 
 def _paced_transport(limits: http.BodyLimits):
-    """An httpx transport whose response bodies obey ``limits`` (deadline and minimum rate).
-
-    httpcore yields each ``recv`` as a chunk, so the pace is checked as bytes
-    arrive; a watchdog shuts the socket down at the deadline, so a stall cannot
-    hold the worker up to the (long) read timeout.
-    """
+    """The shared paced transport (``http.paced_transport``) for the httpx the openai SDK is built on."""
     import importlib
-    import socket
-    import threading
-    import time
 
     import openai
 
     # The httpx the SDK is built on (openai 3.x ships its own fork, `httpx2`).
     base = next(c for c in type.mro(openai.DefaultHttpxClient) if c.__name__ == "Client")
     httpx = importlib.import_module(base.__module__.split(".")[0])
-
-    class _PacedStream(httpx.SyncByteStream):
-        def __init__(self, inner, sock):
-            self.inner, self.sock = inner, sock
-            self.fired = threading.Event()
-
-        def _fire(self):
-            self.fired.set()
-            try:
-                self.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-        def __iter__(self):
-            started = time.monotonic()
-            window_start, window_bytes, received = started, 0, 0
-            timer = None
-            if self.sock is not None and limits.deadline is not None:
-                timer = threading.Timer(limits.deadline, self._fire)
-                timer.daemon = True
-                timer.start()
-            try:
-                try:
-                    for chunk in self.inner:
-                        received += len(chunk)
-                        window_bytes += len(chunk)
-                        now = time.monotonic()
-                        if limits.deadline is not None and now - started > limits.deadline:
-                            raise _too_slow(http._deadline_error(limits, now - started, received))
-                        if now - window_start >= limits.window:
-                            if limits.min_rate > 0 and window_bytes < limits.min_rate * limits.window:
-                                raise _too_slow(http._rate_error(limits, window_bytes, now - window_start,
-                                                                 received))
-                            window_start, window_bytes = now, 0
-                        yield chunk
-                except ProviderError:
-                    raise
-                except Exception:
-                    if self.fired.is_set():
-                        raise _too_slow(http._deadline_error(limits, time.monotonic() - started,
-                                                             received)) from None
-                    raise
-                if self.fired.is_set():
-                    raise _too_slow(http._deadline_error(limits, time.monotonic() - started, received))
-            finally:
-                if timer is not None:
-                    timer.cancel()
-
-        def close(self):
-            self.inner.close()
-
-    def _too_slow(err) -> ProviderError:
-        return http.sent_but_lost("openai", f"the answer {err.message}", code="download_timeout", timeout=True)
-
-    class _PacedTransport(httpx.HTTPTransport):
-        def handle_request(self, request):
-            resp = super().handle_request(request)
-            stream = resp.extensions.get("network_stream")
-            sock = stream.get_extra_info("socket") if stream is not None else None
-            resp.stream = _PacedStream(resp.stream, sock)
-            return resp
-
-    return _PacedTransport()
+    return http.paced_transport(
+        httpx, limits,
+        too_slow=lambda request, err: http.sent_but_lost("openai", f"the answer {err.message}",
+                                                         code="download_timeout", timeout=True),
+    )
 
 
 __all__ = ["OpenAIImages", "check_model", "classify_error", "flex_size_ok", "map_size", "size_note"]

@@ -132,6 +132,8 @@ _UNKNOWN_NOTES = {
     "openai": "OpenAI publishes no per-image price for this model in aigen's sources; "
               "see the usage tokens in your OpenAI dashboard",
     "fal": "no price for this fal model in aigen's sources; see its page on fal.ai/models",
+    "gemini": "Google's prices for Veo, Imagen, Gemini image models and Omni Flash are not in aigen's sources "
+              "(PROVIDERS.md §10); see the Google Cloud or AI Studio billing pages",
 }
 
 

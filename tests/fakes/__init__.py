@@ -27,6 +27,10 @@ sends), it is listed here:
   undocumented); what a cancelled request's status and result show is not confirmed by any source (the fake says
   COMPLETED with `error_type: request_cancelled`, and 400); no 403 balance error, 429 or 5xx unless scripted;
   outputs are one fixed mp4 and a PNG of the asked size.
+* Google (gemini_fake): only the models aigen lists are known (newer names are refused, which is stricter); fields
+  aigen never sends are not validated; the exact texts of Google's errors are the commonly seen ones, not confirmed;
+  the Omni Flash `response_format.duration` format ("5s") is inferred from the SDK's string type; rate limits, 5xx
+  and slow answers only when scripted; a `storageUri` is trusted to be a bucket the caller may write.
 * Stability (stability_fake): the legacy `sd3-large`, `sd3-large-turbo`, `sd3-medium` names are accepted (not
   confirmed for 2026); the output size follows the aspect ratio but not each model's real resolution; the 10 MiB
   body limit (413), 402 and 429 only when scripted; `image` uploads are not decoded.
