@@ -203,3 +203,22 @@ def test_finalize_fails_what_an_errored_job_left_instead_of_leaving_it_processin
         assert left["status"] == "failed" and "ended with an error before recording a result" in left["error"]
         assert f"aigen retry {gid}" in left["error"]
     store.close()
+
+
+def test_generate_and_the_workers_read_the_dead_after_setting_the_same_way(monkeypatch):
+    from aigen.errors import BadInput
+    from aigen.pipeline.background import use_workers
+
+    class Rows:
+        def query_one(self, sql, args):
+            self.cutoff = args[0]
+            return {"n": 1}
+
+    monkeypatch.setenv("AIGEN_WORKER_DEAD_AFTER", "soon")
+    with pytest.raises(BadInput, match="AIGEN_WORKER_DEAD_AFTER must be a number of seconds"):
+        use_workers(Rows(), "postgresql://db/x")
+    monkeypatch.setenv("AIGEN_WORKER_DEAD_AFTER", "30")
+    assert use_workers(Rows(), "postgresql://db/x") is True
+    # Embedded (no cluster database): the setting is not even read.
+    monkeypatch.setenv("AIGEN_WORKER_DEAD_AFTER", "soon")
+    assert use_workers(Rows(), None) is False

@@ -55,6 +55,11 @@ def _env_float(env: dict, name: str, default: float, lo: float, hi: float) -> fl
     return value
 
 
+def dead_after_from(env: dict) -> float:
+    """AIGEN_WORKER_DEAD_AFTER: seconds without a heartbeat after which a worker counts as dead (default 60)."""
+    return _env_float(env, "AIGEN_WORKER_DEAD_AFTER", 60.0, 0.2, 86400)
+
+
 def iso(dt: datetime) -> str:
     from aigen.store.core import iso as store_iso
 
@@ -796,7 +801,7 @@ def settings_from(home: Home, env: dict, *, executor_id: str | None, providers: 
         providers=wanted,
         concurrency=concurrency,
         heartbeat_s=_env_float(env, "AIGEN_WORKER_HEARTBEAT", 5.0, 0.05, 600),
-        dead_after_s=_env_float(env, "AIGEN_WORKER_DEAD_AFTER", 60.0, 0.2, 86400),
+        dead_after_s=dead_after_from(env),
         drain_timeout_s=_env_float(env, "AIGEN_WORKER_DRAIN_TIMEOUT", 30.0, 0, 86400),
         poll_s=_env_float(env, "AIGEN_QUEUE_POLL", 2.0, 0.01, 60),
     )

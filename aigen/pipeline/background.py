@@ -41,12 +41,11 @@ def use_workers(store, url: str | None) -> bool:
         return False
     from datetime import datetime, timedelta, timezone
 
+    from aigen.cluster.worker import dead_after_from
     from aigen.store.core import iso
 
-    try:
-        dead_after = float(os.environ.get("AIGEN_WORKER_DEAD_AFTER") or 60)
-    except ValueError:
-        dead_after = 60.0
+    # The workers' own reading of the setting: a bad value is refused here too (exit 2), not replaced by 60.
+    dead_after = dead_after_from(os.environ)
     cutoff = iso(datetime.now(timezone.utc) - timedelta(seconds=dead_after))
     row = store.query_one("SELECT count(*) AS n FROM workers WHERE state IN ('alive', 'draining') "
                           "AND heartbeat_at >= ?", (cutoff,))
