@@ -87,3 +87,34 @@ def test_the_stop_event_still_stops_every_thread():
     assert out and out[0][1] is True and out[0][0] < 2
     # A thread that is not a queue thread waits on the plain event.
     assert event.wait(0.01) is True
+
+
+def test_the_queue_manager_waits_the_idle_poll_once_every_queue_has_its_thread():
+    """DBOS's manager lists the queues every second; once each queue of this worker has a thread, it need not."""
+    out: list = []
+    holder: dict = {}
+
+    def manager():
+        t0 = time.monotonic()
+        holder["waker"].event.wait(0.05)
+        out.append(time.monotonic() - t0)
+        holder["go"].wait(5)
+        t0 = time.monotonic()
+        holder["waker"].event.wait(0.05)
+        out.append(time.monotonic() - t0)
+
+    thread = threading.Thread(target=manager, name="queue-manager", daemon=True)
+    holder["waker"] = waker = Waker(threading.Event(), max_wait=0.6, manager=thread, queues={"aigen-paced"})
+    holder["go"] = threading.Event()
+    thread.start()
+    time.sleep(0.2)
+    assert out and out[0] < 0.4, "before the queue has its thread, the manager keeps DBOS's 1 s check"
+    done: list = []
+    _waiter(waker, "aigen-paced", 0.01, done).join(2)
+    holder["go"].set()
+    thread.join(5)
+    assert len(out) == 2 and out[1] >= 0.55, out
+    # A stop still ends the manager's wait at once.
+    waker.event.set()
+    t0 = time.monotonic()
+    assert threading.Event.wait(waker.event, 5) and time.monotonic() - t0 < 1

@@ -39,6 +39,8 @@ from aigen.errors import AigenError, BadInput
 log = logging.getLogger("aigen.cluster.worker")
 
 FINAL_ASSET = ("done", "failed")
+# The idle poll of a queue with a rate limit (AIGEN_<PROVIDER>_RATE), whose window opening sends no NOTIFY.
+LIMITED_QUEUE_POLL_S = 2.0
 CANCELLED_MSG = "cancelled with `aigen cancel`"
 
 
@@ -150,9 +152,14 @@ class Waker:
     # A peer's freed slot: poll after this (x 1..2), in case that peer could not take the next job.
     PEER_DELAY = 0.1
 
-    def __init__(self, event: threading.Event, max_wait: float | None = None):
+    def __init__(self, event: threading.Event, max_wait: float | None = None,
+                 manager: threading.Thread | None = None, queues: set[str] | None = None):
         self.event = event
         self.max_wait = max_wait
+        # DBOS's queue manager thread lists the queues every second to start a thread for each new one. Once
+        # every queue this worker listens to has its thread (the set is fixed at launch), it waits max_wait.
+        self.manager = manager
+        self.queues = set(queues or ())
         self.cond = threading.Condition()
         self.due: dict[str, float] = {}  # queue -> when its thread must poll (monotonic)
         self.all_due: float | None = None  # a wake-up of every queue, for threads not in `due` yet
@@ -177,8 +184,12 @@ class Waker:
         return due
 
     def wait(self, timeout: float | None = None) -> bool:
-        name = threading.current_thread().name
+        current = threading.current_thread()
+        name = current.name
         if not name.startswith(self.PREFIX):
+            if (current is self.manager and self.max_wait is not None and timeout is not None and self.queues
+                    and self.queues <= self.answered.keys()):
+                timeout = max(timeout, self.max_wait)
             return threading.Event.wait(self.event, timeout)
         queue = name[len(self.PREFIX):]
         if self.max_wait is not None:
@@ -226,7 +237,7 @@ def listen_for_work(url: str, waker: Waker, stop: threading.Event, executor_id: 
                 conn.execute(f"LISTEN {WAKE_CHANNEL}")
                 waker.wake()  # anything enqueued while not listening
                 while not stop.is_set():
-                    for n in conn.notifies(timeout=1.0):
+                    for n in conn.notifies(timeout=5.0):
                         queue, _, source = (n.payload or "").partition(" ")
                         source, _, gen = source.partition(" ")
                         if gen and on_done is not None:
@@ -585,7 +596,7 @@ class Worker:
             "log_level": self.env.get("AIGEN_DBOS_LOG_LEVEL", "WARNING"),
             # DBOS flushes its coalesced notifications every 10 ms by default, which alone keeps an
             # idle worker busy; aigen uses no DBOS events or streams, so a slower flush costs nothing.
-            "notification_coalesce_sec": 0.5,
+            "notification_coalesce_sec": 2.0,
             # DBOS's own connections (default 20 per process): enough for the queue threads and the
             # waiting generations, while many workers stay under PostgreSQL's max_connections.
             "sys_db_pool_size": int(self.env.get("AIGEN_DBOS_POOL_SIZE") or 8),
@@ -599,8 +610,10 @@ class Worker:
         DBOS.listen_queues([engine.GEN_QUEUE, *[engine.queue_name(p) for p in self.s.providers]])
         DBOS.launch()
         for p in self.s.providers:
+            # A queue with a rate limit has no NOTIFY when its window opens again: it polls at least every 2 s.
+            poll = min(self.s.poll_s, LIMITED_QUEUE_POLL_S) if self.s.rates.get(p) else self.s.poll_s
             DBOS.register_queue(engine.queue_name(p), global_concurrency=self.s.caps[p],
-                                limiter=self.s.rates.get(p), polling_interval_sec=self.s.poll_s,
+                                limiter=self.s.rates.get(p), polling_interval_sec=poll,
                                 on_conflict="always_update")
         DBOS.register_queue(engine.GEN_QUEUE, polling_interval_sec=self.s.poll_s, on_conflict="always_update")
         self._limit_this_process()
@@ -651,7 +664,10 @@ class Worker:
         if event is None or event not in events:
             log.warning("cannot hook the DBOS queue thread: queues are polled every %s s", self.s.poll_s)
             return
-        self.waker = Waker(event, max_wait=self.s.poll_s)
+        from aigen.cluster import engine
+
+        self.waker = Waker(event, max_wait=self.s.poll_s, manager=threads[0],
+                           queues={engine.GEN_QUEUE, *(engine.queue_name(p) for p in self.s.providers)})
         threading.Thread(target=listen_for_work,
                          args=(self.url, self.waker, self.exiting, self.s.executor_id, self.asset_done),
                          daemon=True,
@@ -803,7 +819,7 @@ def settings_from(home: Home, env: dict, *, executor_id: str | None, providers: 
         heartbeat_s=_env_float(env, "AIGEN_WORKER_HEARTBEAT", 5.0, 0.05, 600),
         dead_after_s=dead_after_from(env),
         drain_timeout_s=_env_float(env, "AIGEN_WORKER_DRAIN_TIMEOUT", 30.0, 0, 86400),
-        poll_s=_env_float(env, "AIGEN_QUEUE_POLL", 2.0, 0.01, 60),
+        poll_s=_env_float(env, "AIGEN_QUEUE_POLL", 10.0, 0.01, 60),
     )
     if s.heartbeat_s * 2 > s.dead_after_s:
         s.heartbeat_s = s.dead_after_s / 3
