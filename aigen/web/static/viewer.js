@@ -82,8 +82,9 @@
     dialog.addEventListener("click", function (e) {
       if (e.target === dialog) { dialog.close(); }  // a click on the backdrop
     });
-    dialog.addEventListener("keydown", function (e) {
-      if (e.altKey || e.ctrlKey || e.metaKey) { return; }
+    // On the document: focus may be on nothing in particular (a button that just became disabled).
+    document.addEventListener("keydown", function (e) {
+      if (!dialog.open || e.altKey || e.ctrlKey || e.metaKey) { return; }
       // A focused video seeks with the arrows: leave them to it.
       if (e.target && e.target.tagName === "VIDEO") { return; }
       if (e.key === "ArrowLeft") { e.preventDefault(); step(-1); }
@@ -140,8 +141,12 @@
     var prompt = sec.querySelector(".prompt").textContent.trim();
     var label = (kind === "video" ? "Video " : "Image ") + index;
     ui.title.textContent = label + " \u00b7 " + (i + 1) + " of " + all.length;
+    var had = document.activeElement;
     ui.prev.disabled = i <= 0;
     ui.next.disabled = i >= all.length - 1;
+    // A button that becomes disabled drops the focus: hand it to the other one.
+    if (had === ui.next && ui.next.disabled) { (ui.prev.disabled ? ui.close : ui.prev).focus(); }
+    if (had === ui.prev && ui.prev.disabled) { (ui.next.disabled ? ui.close : ui.next).focus(); }
 
     var old = ui.stage.querySelector("video");
     if (old) { old.pause(); }
