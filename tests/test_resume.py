@@ -129,3 +129,47 @@ def test_plan_retry_checks_the_providers_before_anything_is_written(home, monkey
         plan_retry(h.path, store, gid)
     assert "OPENAI_API_KEY" in e.value.message + (e.value.hint or "")
     assert store.get_generation(gid) == before
+
+
+def test_cluster_view_counts_live_workers_at_now_and_asks_for_workflows_only_where_workers_ran(
+        home, pg_database, monkeypatch):
+    from aigen.config import resolve_home
+    from aigen.store.pg import PgStore
+
+    monkeypatch.setenv("AIGEN_DATABASE_URL", pg_database)
+    h = resolve_home(home)
+    h.ensure()
+    store = PgStore(pg_database)
+    gid = seed_generation(store, h, "alice", images=1, videos=0, finish=False, now=NOW - timedelta(hours=1))
+    gen = store.get_generation(gid)
+    asked = []
+
+    def workflows(n):
+        def count(gen_id):
+            asked.append(gen_id)
+            return n
+        return count
+
+    # A cluster database where no worker ever ran: `generate` made the assets in its own process, so the run
+    # lock says it, and DBOS is not asked.
+    c = resume.cluster_view(h.path, store, now=NOW, count_workflows=workflows(1))
+    assert c.url == pg_database and not c.workers_ever and not c.workers_live
+    assert decide(resume.observe(h.path, gen, c), now=NOW, grace_s=20) == STALLED and asked == []
+
+    with store.transaction() as db:
+        db.conn.execute("INSERT INTO workers (executor_id, host, pid, started_at, heartbeat_at, state, providers, "
+                        "jobs) VALUES ('w1', 'h', 1, ?, ?, 'alive', '', 0)",
+                        (iso(NOW - timedelta(minutes=5)), iso(NOW - timedelta(seconds=10))))
+    # A live worker (its heartbeat is 10 s old at NOW) and an active workflow: running.
+    c = resume.cluster_view(h.path, store, now=NOW, count_workflows=workflows(1))
+    assert c.workers_live and decide(resume.observe(h.path, gen, c), now=NOW, grace_s=20) == RUNNING
+    assert asked == [gid]
+    # No active workflow left for it (its worker died and nothing took it over): stalled, Resume enqueues it.
+    c = resume.cluster_view(h.path, store, now=NOW, count_workflows=workflows(0))
+    assert decide(resume.observe(h.path, gen, c), now=NOW, grace_s=20) == STALLED
+    # Two minutes later the heartbeat is too old (AIGEN_WORKER_DEAD_AFTER, 60 s): queued where nobody works.
+    later = NOW + timedelta(minutes=2)
+    c = resume.cluster_view(h.path, store, now=later, count_workflows=workflows(1))
+    assert not c.workers_live and decide(resume.observe(h.path, gen, c), now=later, grace_s=20) == NO_WORKER
+    with pytest.raises(Busy, match="no worker is running"):
+        plan_retry(h.path, store, gid, now=later, count_workflows=workflows(1))
