@@ -20,7 +20,7 @@ from datetime import timedelta
 
 import pytest
 from fakes.web import open_home, real_generation
-from test_web_browser import browser, log_in  # noqa: F401  (the module's browser fixture)
+from test_web_browser import REPO, browser, log_in, save_small_png  # noqa: F401  (the module's browser fixture)
 
 from aigen.pipeline.run import is_running, wait_for
 from aigen.store.core import iso, utcnow
@@ -29,6 +29,7 @@ from aigen.web.server import GalleryServer
 
 VIEWPORT = {"width": 1280, "height": 900}
 POLL_MS = 300
+SCREENSHOT = REPO / "docs" / "viewer.png"  # the README's picture of the viewer (AIGEN_UPDATE_SCREENSHOT=1)
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def focused(page) -> dict:
                                     return {tag: a.tagName, kind: f && f.dataset.kind, index: f && f.dataset.index}; }""")
 
 
-def test_the_viewer_by_click_keys_buttons_swipe_and_back_to_the_tile(page, shown):
+def test_the_viewer_by_click_keys_buttons_swipe_and_back_to_the_tile(page, shown, tmp_path):
     base, gid = shown["url"], shown["gid"]
     log_in(page, base, "alice")
     sec = f"#g-{gid}"
@@ -94,6 +95,11 @@ def test_the_viewer_by_click_keys_buttons_swipe_and_back_to_the_tile(page, shown
     assert dl.get_attribute("href") == f"/media/{images[0]['id']}?download=1"
     assert dl.inner_text().startswith("Download image 1 (PNG, ")
     assert page.get_attribute("dialog.viewer .viewer-permalink", "href") == f"/g/{gid}#image-1"
+
+    if os.environ.get("AIGEN_UPDATE_SCREENSHOT") or not SCREENSHOT.exists():
+        shot = tmp_path / "viewer.png"  # (the picture is loaded: naturalWidth above)
+        page.screenshot(path=str(shot))
+        save_small_png(shot, SCREENSHOT)
 
     # The prompt is copied.
     page.click("dialog.viewer .viewer-copy")
