@@ -285,6 +285,7 @@ def test_a_killed_run_shows_stalled_and_resume_completes_it(page, gated):
     assert wait_for(lambda: any(a["status"] == "done" for a in store.assets(gid)), 60)
     sec = f"#g-{gid}"
     log_in(page, base, "bob")
+    page.goto(f"{base}/g/{gid}")  # its own page: the details table follows too
     assert page.get_attribute(sec, "data-state") == "running"
     assert page.locator(f"{sec} .badge").inner_text() == "Processing"
 
@@ -301,13 +302,19 @@ def test_a_killed_run_shows_stalled_and_resume_completes_it(page, gated):
     page.wait_for_function("() => document.getElementById('live-announcer').textContent.startsWith('Stalled')")
     assert store.get_generation(gid)["status"] == "Processing"
 
-    gated["let_through"](2, 3)
     page.click(f"{sec} .retry-form button")
-    page.wait_for_url(f"{base}/#g-{gid}")
+    page.wait_for_url(f"{base}/g/{gid}")
+    assert page.get_attribute(sec, "data-state") in ("starting", "running")
+    assert page.locator(f"{sec} .badge").inner_text() == "Processing"
+    page.evaluate("window.__same_page = true")
+    gated["let_through"](2, 3)
     log = home.path / "logs" / f"{gid}.log"
     assert wait_for(lambda: store.get_generation(gid)["status"] != "Processing", 60), log.read_text()
     page.wait_for_selector(f'{sec}[data-status="Completed"]')
     assert page.locator(f"{sec} figure[data-asset] img").count() == 3
+    page.wait_for_function("() => document.querySelectorAll('section.details tr.asset-done').length === 3")
+    assert page.evaluate("window.__same_page") is True  # merged in place, not reloaded
+    page.wait_for_function("() => document.getElementById('live-announcer').textContent.startsWith('Finished')")
     [ev] = store.query("SELECT * FROM events WHERE kind = 'generation_retry'")
     assert ev["ok"] == 1 and ev["user_id"] == "bob" and ev["generation_id"] == gid
     # Image 1 was made once: the resume made only the other two.
