@@ -62,7 +62,8 @@
     var info = el("div", "viewer-info");
     ui.prompt = el("p", "viewer-prompt");
     var row = el("div", "viewer-actions");
-    ui.copy = button("viewer-copy link-button", "Copy the prompt", "Copy prompt");
+    ui.copy = el("button", "viewer-copy link-button", "Copy prompt");
+    ui.copy.type = "button";
     ui.copied = el("span", "viewer-copied");
     ui.copied.setAttribute("role", "status");
     ui.download = el("a", "viewer-download link-button", "Download");
