@@ -116,9 +116,16 @@ def cluster_view(home_path: Path, store, *, now: datetime, count_workflows: Call
     ever = bool(store.query_one("SELECT count(*) AS n FROM workers")["n"])
     if count_workflows is None:
         def count_workflows(gen_id: str) -> int:
-            from aigen.cli.cluster import active_workflows
+            from aigen.cluster import require_dbos
 
-            return active_workflows(url, gen_id)
+            require_dbos()
+            from aigen.cluster.engine import Client
+
+            client = Client(url)
+            try:
+                return len(client.workflows(gen_id, active_only=True))
+            finally:
+                client.close()
     return Cluster(url, workers_live=ever and use_workers(store, url, now=now), workers_ever=ever,
                    count_workflows=count_workflows)
 
