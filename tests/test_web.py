@@ -367,15 +367,25 @@ def test_processing_generation_shows_the_message_and_progress(env):
                                            "height": 8})
     c = env.client()
     c.login("alice")
+    from aigen.pipeline.run import run_lock
+
+    with run_lock(env.home, gid):  # as a running `aigen generate` holds it
+        for path in ("/", f"/g/{gid}"):
+            r = c.get(path)
+            assert PROCESSING_MESSAGE == "Your content is being generated. Please check back later."
+            assert PROCESSING_MESSAGE in r.text
+            assert '<progress max="10" value="1">' in r.text and "1 of 10" in r.text
+            assert 'data-status="Processing"' in r.text and 'data-state="running"' in r.text
+            assert "badge-processing" in r.text and "Stalled" not in r.text and "Resume" not in r.text
+            # The made file shows at once, the others as placeholders.
+            assert f'data-asset="{first["id"]}"' in r.text and r.text.count("data-pending=") == 9
+            # Without JavaScript the page refreshes itself; gallery.js polls instead.
+            assert '<noscript><meta http-equiv="refresh" content="3"></noscript>' in r.text
     for path in ("/", f"/g/{gid}"):
         r = c.get(path)
-        assert PROCESSING_MESSAGE == "Your content is being generated. Please check back later."
-        assert PROCESSING_MESSAGE in r.text
-        assert '<progress max="10" value="1">' in r.text and "1 of 10" in r.text
-        assert 'data-status="Processing"' in r.text
-        # Without JavaScript the page refreshes itself; gallery.js polls instead.
-        assert '<noscript><meta http-equiv="refresh" content="3"></noscript>' in r.text
-        # Nobody holds its run lock: say how to resume it.
+        # Nobody holds its run lock: Stalled, with a Resume button and the command.
+        assert 'data-state="stalled"' in r.text and '<span class="badge badge-stalled">Stalled</span>' in r.text
+        assert f'action="/g/{gid}/retry"' in r.text and ">Resume</button>" in r.text
         assert f"aigen retry {gid}" in r.text
     st = c.get(f"/api/generations/{gid}/status").json()
     assert st == {"id": gid, "status": "Processing", "done": 1, "total": 10}
@@ -411,7 +421,10 @@ def test_a_cached_section_is_replaced_when_a_retry_finishes_the_generation(env):
         assert "badge-failed" in r.text and "9 of 10 made; 1 failed." in r.text
     # `aigen retry` reopens the generation, makes the image and finalizes it.
     env.store.reopen_generation(gid)
-    assert "badge-processing" in c.get("/").text
+    from aigen.pipeline.run import run_lock
+
+    with run_lock(env.home, gid):
+        assert "badge-processing" in c.get("/").text
     a4 = [a for a in env.store.assets(gid) if a["kind"] == "image" and a["idx"] == 4][0]
     path = env.home.content_dir / "alice" / gid / "image_4.png"
     path.write_bytes(tiny_png_bytes(colour=(1, 2, 3)))

@@ -158,11 +158,13 @@ def test_log_in_see_5_images_and_5_videos_and_play_one(page, site, tmp_path):
     if update:
         save_small_png(shot, SCREENSHOT)
 
-    # An image opens full size.
+    # An image opens full size, in the viewer (tests/test_web_viewer_browser.py tests it in full).
     href = page.get_attribute(f"{sec} .images a", "href")
     page.click(f"{sec} .images a")
-    page.wait_for_url(base + href)
-    assert page.evaluate("document.images[0].naturalWidth") == 256
+    page.wait_for_selector("dialog.viewer[open]")
+    page.wait_for_function("() => document.querySelector('dialog.viewer img').naturalWidth === 256")
+    assert page.get_attribute("dialog.viewer img", "src") == href
+    page.keyboard.press("Escape")
 
     # Every file was fetched by the page, and each counted once for this session.
     counts = kinds(site["store"])
@@ -181,13 +183,13 @@ def test_a_running_generation_says_so_then_shows_its_content_when_done(page, sit
     home, store, base = site["home"], site["store"], site["url"]
     gid = real_generation(home, store, "bob", "blue ocean waves at night", images=1, videos=1, run=False,
                           now=utcnow() - timedelta(seconds=5))
-    status_calls = []
-    page.on("request", lambda r: status_calls.append(r.url) if r.url.endswith(f"/{gid}/status") else None)
+    live_calls = []
+    page.on("request", lambda r: live_calls.append(r.url) if "/api/live" in r.url else None)
     log_in(page, base, "bob")
     sec = f"#g-{gid}"
     assert page.locator(f"{sec} .processing .message").inner_text() == PROCESSING_MESSAGE
     assert page.locator(f"{sec} .progress-text").inner_text() == "0 of 2"
-    page.wait_for_event("request", lambda r: r.url.endswith(f"/{gid}/status"))
+    page.wait_for_event("request", lambda r: "/api/live" in r.url)
 
     result = Runner(store, home).run(gid)
     assert result.generation["status"] == "Completed"
@@ -200,10 +202,10 @@ def test_a_running_generation_says_so_then_shows_its_content_when_done(page, sit
     assert page.evaluate("window.__same_page") is True
     assert page.locator(f"{sec} .processing").count() == 0
 
-    # ...and the polling stops.
-    seen = len(status_calls)
+    # ...and the polling every POLL_MS stops: nothing runs, so the next look is the idle one (20 s by default).
+    seen = len(live_calls)
     page.wait_for_timeout(POLL_MS * 4)
-    assert len(status_calls) == seen
+    assert len(live_calls) == seen
     assert page.problems == []
 
 

@@ -7,15 +7,8 @@ import typer
 from aigen.cli.output import console, err_console, escape, fail, print_json
 from aigen.errors import AigenError, NotFound
 
-REFUSED_HINT = ("a refused prompt is refused again (and may be charged again); repeated refusals can get "
-                "the account suspended (Runway). Change the prompt with a new `aigen generate`, or pass "
-                "--include-refused to submit them again anyway")
-
-
-class AllRefused(AigenError):
-    """Every asset left to make was refused by its provider: nothing is submitted."""
-
-    code = "all_refused"
+# Where they live now (the gallery's Resume/Retry makes the same checks); kept importable from here.
+from aigen.pipeline.resume import REFUSED_HINT, AllRefused  # noqa: E402,F401
 
 
 def skipped_dict(a: dict) -> dict:
@@ -48,56 +41,31 @@ def retry(
             raise NotFound(f"unknown generation id {generation_id!r}: there are no generations in "
                            f"{state.home.path} yet")
         gen_id = store.resolve_generation_id(generation_id)
-        gen = store.get_generation(gen_id)
-        missing = [a for a in store.assets(gen_id) if a["status"] != "done"]
-        refused = [] if include_refused else [a for a in missing if a["status"] == "failed" and a.get("refused")]
-        missing = [a for a in missing if a not in refused]
-        if not missing and gen["status"] == "Completed":
+        from aigen.pipeline.resume import plan_retry
+
+        try:
+            plan = plan_retry(state.home.path, store, gen_id, include_refused=include_refused)
+        except AllRefused as err:
+            if as_json:
+                print_json({**err.to_dict(), "id": gen_id, "skipped": [skipped_dict(a) for a in err.refused]})
+                raise typer.Exit(err.exit_code)
+            _print_skipped(err.refused, quiet=quiet, tip=False)  # the hint below says it
+            raise
+        gen, missing, refused, url = plan.generation, plan.missing, plan.refused, plan.url
+        if plan.nothing_to_do:
             if as_json:
                 print_json(result_dict(state.home, gen, store.assets(gen_id)))
             elif not quiet:
                 console.print(f"Generation {gen_id} is already Completed: nothing to retry.")
             raise typer.Exit(0)
         skipped = [skipped_dict(a) for a in refused]
-        if refused and not missing:
-            names = ", ".join(f"{a['kind']} {a['idx']}" for a in refused)
-            err = AllRefused(f"generation {gen_id}: nothing to retry: every asset left to make was refused by "
-                             f"its provider ({names})", hint=REFUSED_HINT)
-            if as_json:
-                print_json({**err.to_dict(), "id": gen_id, "skipped": skipped})
-                raise typer.Exit(err.exit_code)
-            _print_skipped(refused, quiet=quiet, tip=False)  # the hint below says it
-            fail(err)
-        from aigen.errors import Busy
-        from aigen.pipeline.run import is_running
-        from aigen.providers.base import get_provider
-
-        from aigen.cluster import database_url
-
-        from aigen.cli import cluster
-
-        url = database_url(home=state.home.path)
-        if url is not None and not cluster.use_workers(store, url) and cluster.queued_anywhere(url, gen_id, store):
-            raise Busy(f"generation {gen_id} is queued on the cluster, where no worker is running now",
-                       hint=f"start `aigen worker`, or stop it with `aigen cancel {gen_id}`")
-        if not cluster.use_workers(store, url):
-            url = None
-        if url is not None:
-            if cluster.active_workflows(url, gen_id):
-                raise Busy(f"generation {gen_id} is queued or running on the cluster's workers",
-                           hint=f"follow it with `aigen status {gen_id}`, or stop it with `aigen cancel {gen_id}`")
-        elif is_running(state.home, gen_id):
-            raise Busy(f"generation {gen_id} is being processed by another aigen process",
-                       hint=f"follow it with `aigen status {gen_id}`")
-        # The same checks as `generate`: a missing key stops here, before the
-        # assets' attempts and errors are touched.
-        for name, kind in sorted({(a["provider"], a["kind"]) for a in missing}):
-            get_provider(name, home=state.home.path).check_ready(kind)
         if refused and not as_json:
             _print_skipped(refused, quiet=quiet)
         if not as_json and not quiet:
             console.print(f"Generation [bold]{gen_id}[/]: making {len(missing)} missing asset(s).")
         if url is not None:
+            from aigen.cli import cluster
+
             # The same assets as an embedded retry: every one not done, refused ones only if asked.
             store.reopen_generation(gen_id, skip_refused=not include_refused)
             store.set_generation_fields(gen_id, cancel_requested_at=None)

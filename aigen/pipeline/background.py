@@ -31,8 +31,9 @@ def spawn_detached(home_path: Path, gen_id: str, *, include_refused: bool = Fals
     return proc.pid, log_path
 
 
-def use_workers(store, url: str | None) -> bool:
-    """Whether to enqueue for `aigen worker` processes: a cluster database with at least one live worker.
+def use_workers(store, url: str | None, *, now=None) -> bool:
+    """Whether to enqueue for `aigen worker` processes: a cluster database with at least one live worker
+    (a heartbeat within AIGEN_WORKER_DEAD_AFTER seconds of `now`, default the current time).
 
     Without one (a PostgreSQL store nobody runs workers on, or every worker stopped),
     generate and retry make the assets in this process, as in embedded mode.
@@ -46,7 +47,7 @@ def use_workers(store, url: str | None) -> bool:
 
     # The workers' own reading of the setting: a bad value is refused here too (exit 2), not replaced by 60.
     dead_after = dead_after_from(os.environ)
-    cutoff = iso(datetime.now(timezone.utc) - timedelta(seconds=dead_after))
+    cutoff = iso((now or datetime.now(timezone.utc)) - timedelta(seconds=dead_after))
     row = store.query_one("SELECT count(*) AS n FROM workers WHERE state IN ('alive', 'draining') "
                           "AND heartbeat_at >= ?", (cutoff,))
     return bool(row and row["n"])

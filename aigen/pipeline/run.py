@@ -123,13 +123,9 @@ def run_lock(home: Home, gen_id: str) -> Iterator[None]:
 
 def is_running(home: Home, gen_id: str) -> bool:
     """True when some process holds the run lock of this generation."""
-    try:
-        import fcntl  # noqa: F401
-    except ImportError:  # pragma: no cover - Windows: cannot tell, assume it runs
-        return True
-    from aigen.locks import is_held
+    from aigen.pipeline.resume import lock_held
 
-    return is_held(home.path / "locks" / f"{gen_id}.lock")
+    return lock_held(home.path, gen_id)
 
 
 # One pool per provider for the whole process, sized to the provider's cap: several

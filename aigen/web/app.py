@@ -10,10 +10,12 @@ asset id in the database and checked against the logged-in user):
     POST /login/link/<token>       spend it (once): log in, land on one generation
     GET  /g/<id>                   one generation
     GET  /g/<id>/section           its section alone, for the page's live refresh
+    POST /g/<id>/retry             Resume a stalled run or Retry a failed one (CSRF; owner only; logged)
     GET  /media/<asset_id>         the file (Range, ETag); ?download=1 to save it
     GET  /media/<asset_id>/poster  the poster frame of a video
     GET  /api/generations[?page=N], /api/generations/<id>, /api/generations/<id>/status
-    GET  /static/<name>            style.css, gallery.js, favicon.svg (a fixed list)
+    GET  /api/live[?page=N|?g=ID]  what the live page polls: counts, statuses, asset progress (ETag; not logged)
+    GET  /static/<name>            style.css, gallery.js, viewer.js, favicon.svg (a fixed list)
 
 Every login attempt and every view is written to the `events` table.
 """
@@ -38,7 +40,7 @@ import bottle
 from bottle import Bottle, HTTPError, HTTPResponse, SimpleTemplate, request, response
 
 from aigen.config import Home, validate_user_id
-from aigen.errors import BadInput
+from aigen.errors import AigenError, BadInput, Busy
 from aigen.store import Store
 from aigen.store.core import iso, utcnow
 from aigen.web import access, links, sessions, views
@@ -67,6 +69,7 @@ STATIC_DIR = PACKAGE_DIR / "static"
 STATIC_FILES = {
     "style.css": "text/css; charset=utf-8",
     "gallery.js": "text/javascript; charset=utf-8",
+    "viewer.js": "text/javascript; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
 COOKIE = "aigen_session"
@@ -81,6 +84,9 @@ _GEN_ID_RE = re.compile(GEN_ID)
 # and Bottle then refused the Location header: a 500 after a login_ok event).
 _NEXT_RE = re.compile(r"/(g/[0-9a-f]{4,32})?")
 UA_MAX = 400
+# Where a cached section's forms take the page's CSRF token (a value no escaped prompt can contain).
+CSRF_SLOT = "@csrf@"
+CSRF_SLOT_ATTR = f'value="{CSRF_SLOT}"'
 
 CSP = "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 # A file opened on its own is shown in the browser's built-in viewer, which
@@ -111,6 +117,9 @@ class WebSettings:
     login_window_s: float = 60.0
     # How often a page with work in progress asks whether it is done.
     poll_ms: int = 3000
+    # How often a page with nothing in progress asks whether something new started (a conditional request,
+    # answered 304 when nothing changed); 0: only when the tab is shown again.
+    idle_poll_ms: int = 20000
     # The wall clock: sessions, links and the login limiter (kept in the database, the same on every host).
     clock: Callable[[], datetime] = utcnow
     # Unused since the login limiter moved into the database; kept so that callers passing it still work.
@@ -246,6 +255,8 @@ class Gallery:
         self.dedupe = ViewDedupe()
         self.templates = Templates()
         self.sections = SectionCache()
+        self._wf_client = None
+        self._wf_lock = threading.Lock()
         self.static = {}
         for name in STATIC_FILES:
             data = (STATIC_DIR / name).read_bytes()
@@ -483,6 +494,7 @@ class Gallery:
             name,
             csrf=self.codec.csrf_token(s),
             poll_ms=self.settings.poll_ms,
+            idle_poll_ms=self.settings.idle_poll_ms,
             t=views.local_time,
             took=views.took,
             size=views.human_bytes,
@@ -511,7 +523,7 @@ class Gallery:
         return self.templates.render(
             "error", title=err.status_line, message=message, status=err.status_code, user=user,
             csrf=self.codec.csrf_token(self.session()) if user else "", poll=False,
-            poll_ms=self.settings.poll_ms,
+            poll_ms=self.settings.poll_ms, idle_poll_ms=self.settings.idle_poll_ms,
         )
 
     # -- events ------------------------------------------------------------------
@@ -819,11 +831,41 @@ class Gallery:
 
     # -- routes: pages ---------------------------------------------------------------
     def _with_running(self, gens: list[dict]) -> None:
-        from aigen.pipeline.run import is_running
+        """Say, of each generation in progress, whether something works on it (aigen.pipeline.resume)."""
+        from aigen.pipeline import resume
 
-        for g in gens:
-            if g["status"] == "Processing":
-                g["running"] = is_running(self.home, g["id"])
+        busy = [g for g in gens if g["status"] == "Processing"]
+        if not busy:
+            return
+        now = self.settings.clock()
+        try:
+            cluster = resume.cluster_view(self.home.path, self.store, now=now,
+                                          count_workflows=self._count_workflows)
+        except Exception:
+            # Unknown is not Stalled: no Resume button on a guess.
+            log.warning("could not read the cluster's workers", exc_info=True)
+            return
+        for g in busy:
+            try:
+                state = resume.decide(resume.observe(self.home.path, g, cluster), now=now,
+                                      grace_s=resume.START_GRACE_S)
+            except Exception:
+                log.warning("could not tell whether generation %s is worked on", g["id"], exc_info=True)
+                state = None
+            views.set_run_state(g, state)
+
+    def _count_workflows(self, gen_id: str) -> int:
+        """Active DBOS workflows of a generation (cluster shape), through one client kept for this app."""
+        with self._wf_lock:
+            if self._wf_client is None:
+                from aigen.cluster import database_url, require_dbos
+
+                require_dbos()
+                from aigen.cluster.engine import Client
+
+                self._wf_client = Client(database_url(home=self.home.path))
+            client = self._wf_client
+        return len(client.workflows(gen_id, active_only=True))
 
     def gallery(self):
         user = self.require_user()
@@ -841,16 +883,18 @@ class Gallery:
 
         pg = views.load_page(self.store, user, page_no, self.settings.page_size, need_assets=need_assets)
         self._with_running(pg.generations)
+        csrf = self.codec.csrf_token(self.ensure_session())
         sections = []
         for g in pg.generations:
             eager = offset.get(g["id"], False)
             key = SectionCache.key(g, eager)
             html = self.sections.get(key)
             if html is None:
+                # Cached for every session of the user: the form's token is put in below, per page.
                 html = self.templates.render("section", g=g, full=False, eager=eager, t=views.local_time,
-                                             took=views.took, size=views.human_bytes)
+                                             took=views.took, size=views.human_bytes, csrf=CSRF_SLOT)
                 self.sections.put(key, html)
-            sections.append(html)
+            sections.append(html.replace(CSRF_SLOT_ATTR, f'value="{csrf}"'))
         self.event("gallery_view", ok=True, user_id=user, detail=f"page {pg.page} of {pg.pages}")
         processing = any(g["status"] == "Processing" for g in pg.generations)
         return self.page("gallery", pg=pg, sections=sections, user=user, poll=processing)
@@ -861,7 +905,10 @@ class Gallery:
         if g is None:
             raise HTTPError(404)
         self._with_running([g])
-        self.event("generation_view", ok=True, user_id=user, generation_id=gen_id)
+        if request.query.get("live") != "1":
+            # ?live=1 is the page's own script fetching what changed (as /section does): part of a view
+            # already counted, not a view of its own.
+            self.event("generation_view", ok=True, user_id=user, generation_id=gen_id)
         return self.page("generation", g=g, user=user, poll=g["status"] == "Processing")
 
     def section(self, gen_id: str):
@@ -919,6 +966,72 @@ class Gallery:
             raise self.http_error(404, f"no generation {gen_id} of yours", api=True)
         # Polled every few seconds while work runs: not logged as a view.
         return self.json({"id": gen_id, "status": row["status"], "done": row["done"], "total": row["total"]})
+
+    def api_live(self):
+        """What the page's script polls: counts, and per generation its status, who works on it and its
+        version tag (and, while in progress, each asset's status and progress). Not a view: not logged.
+        Answered 304 to an If-None-Match of the same body, so an unchanged poll is a few bytes."""
+        user = self.api_user()
+        gen_id = request.query.get("g")
+        if gen_id is not None and not _GEN_ID_RE.fullmatch(gen_id):
+            raise self.http_error(400, f"invalid generation id {gen_id[:40]!r}", api=True)
+        try:
+            page_no = int(request.query.get("page") or 1)
+        except ValueError:
+            raise self.http_error(400, f"invalid page {request.query.get('page')!r}: a whole number", api=True)
+        live = views.load_live(self.store, user, page=page_no, page_size=self.settings.page_size, gen_id=gen_id)
+        if gen_id is not None and not live.generations:
+            raise self.http_error(404, f"no generation {gen_id} of yours", api=True)
+        self._with_running(live.generations)
+        body = json.dumps(views.live_dict(live), ensure_ascii=False, separators=(",", ":")).encode()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:24] + '"'
+        if etag in [t.strip() for t in (request.environ.get("HTTP_IF_NONE_MATCH") or "").split(",")]:
+            return HTTPResponse(status=304, headers={"ETag": etag})
+        return HTTPResponse(body=body, headers={"Content-Type": "application/json; charset=utf-8", "ETag": etag})
+
+    # -- routes: actions -------------------------------------------------------------------
+    def retry_post(self, gen_id: str):
+        """Resume a stalled run or Retry a failed one: the checks `aigen retry` makes, then the run is
+        started in the background (a detached `aigen retry`, or queued for the cluster's live workers)."""
+        from aigen.pipeline import resume
+        from aigen.pipeline.background import start_in_background
+
+        problem = self.cross_site_problem()
+        if problem:
+            self.event("generation_retry", ok=False, reason="cross_site", user_id=self.current_user(),
+                       detail=problem)
+            raise self.http_error(403, self.CROSS_SITE_MESSAGE)
+        user = self.require_user(next_path=f"/g/{gen_id}")
+        if not self.codec.check_csrf(self.session(), request.forms.get("csrf_token")):
+            self.event("generation_retry", ok=False, reason="csrf", user_id=user)
+            raise self.http_error(403, "This form expired or did not come from this page. Reload and try again.")
+        if self.store.query_one("SELECT 1 FROM generations WHERE id = ? AND user_id = ?", (gen_id, user)) is None:
+            raise HTTPError(404)  # another user's generation is answered exactly like a missing one
+        if self.readonly:
+            raise self.http_error(403, "This gallery shows a read-only home: nothing can be started from it.")
+        include_refused = request.forms.get("include_refused") == "1"
+        back = self.safe_next(request.forms.getunicode("next"))
+        try:
+            plan = resume.plan_retry(self.home.path, self.store, gen_id, include_refused=include_refused,
+                                     now=self.settings.clock(), grace_s=resume.START_GRACE_S,
+                                     count_workflows=self._count_workflows)
+            if plan.nothing_to_do:
+                raise Busy(f"generation {gen_id} is already Completed: nothing to retry")
+            # Processing at once (the page says so, and a second press is refused as starting), with the
+            # same assets `aigen retry` reopens: every one not done, refused ones only if asked.
+            self.store.reopen_generation(gen_id, skip_refused=not include_refused, now=self.settings.clock())
+            self.store.set_generation_fields(gen_id, cancel_requested_at=None)
+            started = start_in_background(self.home.path, self.store, gen_id, include_refused=include_refused)
+        except AigenError as e:
+            self.event("generation_retry", ok=False, reason=e.code, user_id=user, generation_id=gen_id,
+                       detail=e.message[:300])
+            text = e.message + (f". {e.hint[0].upper()}{e.hint[1:]}." if e.hint else "")
+            raise self.http_error(409, text[:1].upper() + text[1:])
+        how = "queued for the cluster's workers" if started.get("queued") else f"pid {started.get('pid')}"
+        skipped = f", {len(plan.refused)} refused skipped" if plan.refused else ""
+        self.event("generation_retry", ok=True, user_id=user, generation_id=gen_id,
+                   detail=f"{len(plan.missing)} asset(s) to make{skipped}; {how}")
+        raise self.redirect(back if back != "/" else f"/#g-{gen_id}")
 
     # -- routes: files ---------------------------------------------------------------------
     def media(self, asset_id: int | str, poster: bool = False):
@@ -1061,9 +1174,11 @@ def make_app(settings: WebSettings) -> Bottle:
     app.route("/login/link/<token>", "POST", g.magic_login)
     app.route(f"/g/<gen_id:re:{GEN_ID}>", "GET", g.generation)
     app.route(f"/g/<gen_id:re:{GEN_ID}>/section", "GET", g.section)
+    app.route(f"/g/<gen_id:re:{GEN_ID}>/retry", "POST", g.retry_post)
     app.route("/api/generations", "GET", g.api_list)
     app.route(f"/api/generations/<gen_id:re:{GEN_ID}>", "GET", g.api_generation)
     app.route(f"/api/generations/<gen_id:re:{GEN_ID}>/status", "GET", g.api_status)
+    app.route("/api/live", "GET", g.api_live)
     # HEAD is answered by the GET routes (Bottle falls back to them).
     app.route(f"/media/<asset_id:re:{ASSET_ID}>", "GET", g.media)
     app.route(f"/media/<asset_id:re:{ASSET_ID}>/poster", "GET", g.poster)

@@ -95,9 +95,35 @@ def shape(gen: dict, assets: list[dict], *, running: bool | None = None) -> dict
         # None when unknown (the API does not look); False means no process
         # holds the run lock: the run was killed and `aigen retry` resumes it.
         "running": running,
+        # aigen.pipeline.resume's RUNNING, STARTING, STALLED, NO_WORKER or FINAL, when the page looked.
+        "run_state": None,
         "updated_at": gen.get("updated_at"),
     }
+    g["v"] = version(g, None if status != "Processing" else views)
     return g
+
+
+def version(g: dict, assets: list[dict] | None, run_state: str | None = None) -> str:
+    """A short tag that changes whenever the section of a generation would: the live page compares it.
+
+    A final generation changes only with its row (`updated_at`); one in progress also with each asset's status
+    (not its progress fraction: that is sent as data and drawn in place).
+    """
+    import hashlib
+
+    parts = [g["status"], g.get("updated_at") or "", run_state or g.get("run_state") or ""]
+    if assets is not None:
+        parts += [f"{a['id']}:{a['status']}" for a in sorted(assets, key=lambda a: a["id"])]
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
+
+
+def set_run_state(g: dict, state: str | None) -> None:
+    """Record what the page decided about who works on `g` (and the version that depends on it)."""
+    g["run_state"] = state
+    if state is not None:
+        g["running"] = state in ("running", "starting")
+    if "assets" in g:
+        g["v"] = version(g, g["assets"] if g["status"] == "Processing" else None)
 
 
 def load_page(store: Store, user_id: str, page: int, page_size: int,
@@ -200,3 +226,65 @@ def human_bytes(n: int | None) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"
+
+
+@dataclass
+class Live:
+    """What the live page needs, and no more: ids, statuses and asset progress of one page (or one generation)."""
+
+    generations: list[dict]
+    counts: dict[str, int]
+    total: int
+    page: int
+    pages: int
+
+
+def load_live(store: Store, user_id: str, *, page: int, page_size: int, gen_id: str | None = None) -> Live:
+    """Three small queries: the counts, the page's rows (a few columns), the assets of those in progress."""
+    counts = store.count_generations(user_id=user_id)
+    total = sum(counts.values())
+    pages = max(1, -(-total // page_size))
+    page = min(max(1, page), pages)
+    cols = "id, status, updated_at, created_at"
+    if gen_id is not None:
+        rows = store.query(f"SELECT {cols} FROM generations WHERE id = ? AND user_id = ?", (gen_id, user_id))
+    else:
+        rows = store.query(
+            f"SELECT {cols} FROM generations WHERE user_id = ? ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+            (user_id, page_size, (page - 1) * page_size))
+    gens = [dict(r) for r in rows]
+    busy = [g["id"] for g in gens if g["status"] == "Processing"]
+    by_gen: dict[str, list[dict]] = {gid: [] for gid in busy}
+    if busy:
+        marks = ",".join("?" for _ in busy)
+        for a in store.query(f"SELECT id, generation_id, kind, idx, status, progress FROM assets "
+                             f"WHERE generation_id IN ({marks}) ORDER BY kind, idx", busy):
+            by_gen[a["generation_id"]].append(dict(a))
+    for g in gens:
+        g["assets"] = by_gen.get(g["id"])
+    return Live(gens, counts, total, page, pages)
+
+
+def live_dict(live: Live) -> dict:
+    """The JSON of /api/live: per generation its status, who works on it, its version tag and, while in
+    progress, each asset's status and progress."""
+    out = []
+    for g in live.generations:
+        d = {"id": g["id"], "status": g["status"], "state": g.get("run_state"),
+             "v": version(g, g["assets"], g.get("run_state"))}
+        if g["assets"] is not None:
+            d["done"] = sum(1 for a in g["assets"] if a["status"] == "done")
+            d["total"] = len(g["assets"])
+            d["assets"] = [{"id": a["id"], "kind": a["kind"], "index": a["idx"], "status": a["status"],
+                            "progress": None if a["progress"] is None else round(float(a["progress"]), 3)}
+                           for a in g["assets"]]
+        out.append(d)
+    return {
+        "page": live.page,
+        "pages": live.pages,
+        "total": live.total,
+        "counts": {k: live.counts.get(k, 0) for k in ("Processing", "Completed", "Failed")},
+        "busy": any(g["status"] == "Processing" and g.get("run_state") in ("running", "starting", None)
+                    for g in live.generations),
+        "generations": out,
+    }

@@ -161,8 +161,32 @@ class PacedProvider(Provider):
         return AssetOutput(format="png", model="paced-1")
 
 
+class GatedProvider(Provider):
+    """Images that are finished only when the test says so: image N waits until the file N exists in the
+    folder AIGEN_TEST_GATE (checked every 20 ms; after AIGEN_TEST_GATE_TIMEOUT seconds, default 120, it
+    fails). A test can then look at a run with some files made and others not, for as long as it needs."""
+
+    name = "gated"
+    kinds = frozenset({"image"})
+    description = "test provider"
+    default_models = {"image": "gated-1"}
+    concurrency = 4
+    guarantees_size = True
+
+    def generate(self, req: AssetRequest, dest: Path, reporter: Reporter) -> AssetOutput:
+        _record(req)
+        gate = Path(os.environ["AIGEN_TEST_GATE"]) / str(req.index)
+        end = time.monotonic() + float(os.environ.get("AIGEN_TEST_GATE_TIMEOUT", "120"))
+        while not gate.exists():
+            if time.monotonic() > end:
+                raise ProviderError(f"gated: image {req.index} was never let through", provider=self.name)
+            time.sleep(0.02)
+        tiny_png(dest, req.width, req.height, req.seed)
+        return AssetOutput(format="png", model="gated-1")
+
+
 PLUGINS = ",".join(
     f"{n}=fakes.testproviders:{c}" for n, c in
     [("flaky", "FlakyProvider"), ("slow", "SlowProvider"), ("garbage", "GarbageProvider"),
-     ("offsize", "OffsizeProvider"), ("paced", "PacedProvider")]
+     ("offsize", "OffsizeProvider"), ("paced", "PacedProvider"), ("gated", "GatedProvider")]
 )

@@ -11,8 +11,9 @@
 <noscript><meta http-equiv="refresh" content="{{max(1, poll_ms // 1000)}}"></noscript>
 % end
 <script src="/static/gallery.js" defer></script>
+<script src="/static/viewer.js" defer></script>
 </head>
-<body data-poll-ms="{{poll_ms}}">
+<body data-poll-ms="{{poll_ms}}" data-idle-poll-ms="{{get('idle_poll_ms', 20000)}}">
 <header class="topbar">
   <a class="brand" href="/"><span class="logo" aria-hidden="true"></span>aigen</a>
   % if user:

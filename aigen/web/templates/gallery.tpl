@@ -1,11 +1,10 @@
 % rebase('base', title='Your gallery')
 <div class="page-head">
   <h1>Your generations</h1>
-  % if pg.total:
-  <p class="counts">{{pg.total}} in all: {{pg.counts.get('Completed', 0)}} completed,
-    {{pg.counts.get('Processing', 0)}} processing, {{pg.counts.get('Failed', 0)}} failed. Newest first.</p>
-  % end
+  <p class="counts"{{'' if pg.total else ' hidden'}}><span data-count="total">{{pg.total}}</span> in all: <span data-count="Completed">{{pg.counts.get('Completed', 0)}}</span> completed,
+    <span data-count="Processing">{{pg.counts.get('Processing', 0)}}</span> processing, <span data-count="Failed">{{pg.counts.get('Failed', 0)}}</span> failed. Newest first.</p>
 </div>
+<div class="gen-list" data-live-list data-page="{{pg.page}}">
 % if not pg.generations:
 <section class="empty">
   <h2>Nothing here yet</h2>
@@ -17,6 +16,7 @@
 % for html in sections:
 {{!html}}
 % end
+</div>
 % if pg.pages > 1:
 <nav class="pager" aria-label="Pages">
   % if pg.page > 1:
