@@ -3,10 +3,16 @@
   <h1>Your generations</h1>
   % if pg.total:
   <p class="counts">{{pg.total}} in all: {{pg.counts.get('Completed', 0)}} completed,
-    {{pg.counts.get('Processing', 0)}} processing, {{pg.counts.get('Failed', 0)}} failed. Newest first.</p>
+    {{pg.counts.get('Processing', 0)}} processing, {{pg.counts.get('Failed', 0)}} failed.</p>
   % end
+  % include('search_bar', pg=pg, filters=filters, providers=providers, notice=notice)
 </div>
-% if not pg.generations:
+% if not pg.generations and filters.active:
+<section class="empty">
+  <h2>Nothing matches</h2>
+  <p>No generation of yours matches this search. <a href="/">Show them all</a>.</p>
+</section>
+% elif not pg.generations:
 <section class="empty">
   <h2>Nothing here yet</h2>
   <p>Make your first 5 videos and 5 images with:</p>
@@ -20,11 +26,11 @@
 % if pg.pages > 1:
 <nav class="pager" aria-label="Pages">
   % if pg.page > 1:
-  <a href="/?page={{pg.page - 1}}" rel="prev">← Newer</a>
+  <a href="{{pg.url(pg.page - 1)}}" rel="prev">← Previous</a>
   % end
   <span>Page {{pg.page}} of {{pg.pages}}</span>
   % if pg.page < pg.pages:
-  <a href="/?page={{pg.page + 1}}" rel="next">Older →</a>
+  <a href="{{pg.url(pg.page + 1)}}" rel="next">Next →</a>
   % end
 </nav>
 % end

@@ -15,6 +15,7 @@
       <span class="gid"><code>{{g['id']}}</code></span>
     </p>
   </header>
+  % include('actions', g=g)
   % if status == 'Processing':
   <div class="processing" role="status" aria-live="polite">
     <p class="message">{{g['message']}}</p>
