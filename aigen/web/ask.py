@@ -1,8 +1,8 @@
 """Asking for content from the gallery: the form, `POST /api/generations` and Make again share this.
 
 The fields are checked by the CLI's own code (aigen.pipeline.plan.prepare, aigen.notify.when,
-aigen.cli.notify.resolve_notify_options), so the same bad input gets the same message as
-`aigen generate` (which names its flags: "invalid --images 11: ..."). Nothing here imports Bottle.
+aigen.notify.options), so the same bad input gets the same message as `aigen generate` (which names its
+flags: "invalid --images 11: ..."). Nothing here imports Bottle or the command line.
 """
 
 from __future__ import annotations
@@ -59,16 +59,34 @@ def defaults() -> dict:
 
 
 def _count(flag: str, value) -> int:
-    """A count as Click reads `--images`: the same words for the same bad value."""
-    if isinstance(value, bool):
-        raise BadInput(f"Invalid value for '{flag}': {str(value).lower()!r} is not a valid integer.")
-    if isinstance(value, int):
+    """A count as `aigen generate` reads `--images`: the same words for the same bad value."""
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
-    text = str(value).strip()
+    text = str(value).lower() if isinstance(value, bool) else str(value)
     try:
-        return int(text)
+        return int(text.strip())
     except ValueError:
-        raise BadInput(f"Invalid value for '{flag}': {text!r} is not a valid integer.") from None
+        raise BadInput(_cli_int_message(flag, text)) from None
+
+
+def _cli_int_message(flag: str, text: str) -> str:
+    """What the command line says for `flag TEXT` that is not a whole number, asked of typer itself (its words
+    change between versions), through a throwaway command with one such option."""
+    try:
+        import typer
+
+        app = typer.Typer()
+
+        @app.command()
+        def _one(value: int = typer.Option(0, flag)) -> None:  # pragma: no cover - never run, only parsed
+            pass
+
+        typer.main.get_command(app).make_context("aigen", [flag, text])
+    except Exception as e:  # the parser's BadParameter
+        format_message = getattr(e, "format_message", None)
+        if format_message is not None:
+            return format_message()
+    return f"Invalid value for '{flag}': {text!r} is not a valid integer."
 
 
 def from_json(body) -> dict:
@@ -93,17 +111,6 @@ def from_json(body) -> dict:
     return out
 
 
-class _State:
-    """What aigen.cli.notify.resolve_notify_options reads of the CLI's state: the home and its store."""
-
-    def __init__(self, home, store):
-        self.home = home
-        self._store = store
-
-    def store(self, create: bool = True):
-        return self._store
-
-
 @dataclass
 class Asked:
     gen_row: dict
@@ -113,7 +120,7 @@ class Asked:
 
 def prepare_request(home, store, user_id: str, fields: dict, now: datetime, *, env: dict | None = None) -> Asked:
     """Check every field as `aigen generate` does and plan the rows; BadInput with the CLI's message if not."""
-    from aigen.cli.notify import resolve_notify_options
+    from aigen.notify.options import resolve_notify_options
     from aigen.notify.when import parse_notify_at
     from aigen.pipeline.plan import RequestSpec, prepare
 
@@ -125,7 +132,7 @@ def prepare_request(home, store, user_id: str, fields: dict, now: datetime, *, e
         when = parse_notify_at(str(f["notify_at"]).strip(), now)
     via = str(f["notify_via"]).strip() or None
     email = str(f["email"]).strip() or None
-    channels, address = resolve_notify_options(_State(home, store), user_id, via, email)
+    channels, address = resolve_notify_options(home.path, store, user_id, via, email)
     spec = RequestSpec(
         user_id=user_id, prompt=f["prompt"], images=images, videos=videos,
         image_provider=str(f["image_provider"]).strip() or "local",
@@ -166,11 +173,11 @@ def again_fields(gen: dict) -> tuple[dict, dict]:
 
 
 def prepare_again(home, store, gen: dict, now: datetime, *, env: dict | None = None) -> Asked:
-    from aigen.cli.notify import resolve_notify_options
+    from aigen.notify.options import resolve_notify_options
     from aigen.pipeline.plan import RequestSpec, prepare
 
     fields, extra = again_fields(gen)
-    channels, address = resolve_notify_options(_State(home, store), gen["user_id"], fields["notify_via"] or None,
+    channels, address = resolve_notify_options(home.path, store, gen["user_id"], fields["notify_via"] or None,
                                                fields["email"] or None)
     spec = RequestSpec(
         user_id=gen["user_id"], prompt=fields["prompt"], images=int(fields["images"]), videos=int(fields["videos"]),

@@ -71,9 +71,7 @@
     <p class="help">Only providers whose keys are set on the server are offered. Times are the server's
       (a clock time, an ISO date-time, or a delay such as +30m).
       % if limits and (limits.running_per_user or limits.assets_per_day):
-      Limits per user: {{limits.running_per_user or 'any number of'}} in progress at once,
-      {{limits.assets_per_day or 'any number of'}} images and videos a day
-      (you: {{use.running}} in progress, {{use.assets_today}} in the last 24 hours).
+      Limits per user: {{limits.running_per_user or 'any number'}} in progress at once, {{limits.assets_per_day or 'any number of'}} images and videos a day (you: {{use.running}} in progress, {{use.assets_today}} in the last 24 hours).
       % end
     </p>
     <button type="submit" class="primary">Make it</button>
