@@ -304,3 +304,43 @@ def test_aigen_delete_unknown_id_and_running_generation(cli, home_dir):
     d = json.loads(r.output)
     assert d["error"] == "running" and "is being made right now" in d["message"]
     assert len(store.assets(gid)) == 10 and store.list_events(kind="generation_deleted") == []
+
+
+# -- fairness limits ----------------------------------------------------------------------------------------------
+
+
+def test_limits_count_running_and_the_last_24_hours_including_deleted_ones(store, home_dir):
+    from aigen.pipeline import limits as fair
+    from aigen.pipeline.delete import delete_generation
+
+    now = T0 + timedelta(hours=1)
+    a = gen(store, "one")  # 2 assets each, Processing
+    gen(store, "two", minutes=10, status="Completed")
+    gen(store, "bob's", user="bob")
+    gen(store, "old", minutes=-25 * 60, status="Completed")  # more than 24 hours before `now`
+    use = fair.usage(store, "alice", now)
+    assert (use.running, use.assets_today) == (1, 4)
+    store.set_generation_fields(a, status="Failed")
+    delete_generation(home_dir, store, a, now=now)
+    assert fair.usage(store, "alice", now).assets_today == 4  # deleted, still counted
+    limits = fair.Limits(running_per_user=1, assets_per_day=5)
+    with store.transaction():
+        fair.check(store, limits, "alice", 1, now)  # 4 + 1 fits
+        with pytest.raises(fair.LimitReached) as e:
+            fair.check(store, limits, "alice", 2, now)
+    assert "so 1 more can be asked for now" in e.value.message
+    assert fair.problem(limits, fair.usage(store, "alice", now + timedelta(hours=24))) is None
+
+
+def test_limits_from_config_toml(tmp_path):
+    from aigen.errors import BadInput
+    from aigen.pipeline.limits import Limits
+
+    assert Limits.from_config(tmp_path) == Limits(3, 200)
+    (tmp_path / "config.toml").write_text("[limits]\nrunning_per_user = 0\nassets_per_day = 10\n")
+    assert Limits.from_config(tmp_path) == Limits(0, 10)
+    for bad in ("running_per_user = true", "assets_per_day = 1.5", "assets_per_day = -1", "per_day = 3",
+                'running_per_user = "2"'):
+        (tmp_path / "config.toml").write_text(f"[limits]\n{bad}\n")
+        with pytest.raises(BadInput):
+            Limits.from_config(tmp_path)

@@ -130,6 +130,13 @@ def test_search_finds_by_a_word_of_the_prompt(page, site):
     page.goto(base + "/?q=LAKE")
     assert page.locator("section.generation").count() == 1
     assert page.locator(f"#g-{site['lake']}").count() == 1
+    # Copy prompt (shown only with JavaScript) puts the prompt on the clipboard.
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+    button = page.locator(f"#g-{site['lake']} button.copy-prompt")
+    assert button.is_visible()
+    button.click()
+    page.wait_for_function("b => b.textContent === 'Copied'", arg=button.element_handle())
+    assert page.evaluate("navigator.clipboard.readText()") == "a quiet mountain lake at noon"
     assert page.problems == []
 
 
