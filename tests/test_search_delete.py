@@ -324,11 +324,17 @@ def test_limits_count_running_and_the_last_24_hours_including_deleted_ones(store
     delete_generation(home_dir, store, a, now=now)
     assert fair.usage(store, "alice", now).assets_today == 4  # deleted, still counted
     limits = fair.Limits(running_per_user=1, assets_per_day=5)
-    with store.transaction():
+    with store.transaction():  # as the gallery does: the check and the write in one transaction
         fair.check(store, limits, "alice", 1, now)  # 4 + 1 fits
         with pytest.raises(fair.LimitReached) as e:
             fair.check(store, limits, "alice", 2, now)
+        made = store.create_generation({"user_id": "alice", "prompt": "in the same transaction", "image_count": 1,
+                                        "video_count": 0}, [{"kind": "image", "idx": 1, "provider": "local"}], now=now)
+    assert store.get_generation(made)["status"] == "Processing"
+    assert fair.usage(store, "alice", now).assets_today == 5
     assert "so 1 more can be asked for now" in e.value.message
+    assert fair.problem(limits, fair.usage(store, "alice", now)).startswith("You have 1 generation(s) in progress")
+    store.set_generation_fields(made, status="Completed")
     assert fair.problem(limits, fair.usage(store, "alice", now + timedelta(hours=24))) is None
 
 
