@@ -1089,11 +1089,12 @@ def test_events_cli_refuses_an_unknown_kind_and_lists_the_known_ones(cli, home):
 
 
 def test_every_event_kind_the_gallery_writes_is_a_known_kind():
+    import aigen.web.actions as actions_mod
     import aigen.web.app as app_mod
     from aigen.web import EVENT_KINDS
 
-    source = open(app_mod.__file__, encoding="utf-8").read()
-    written = set(re.findall(r'self\.event\(\s*"([a-z_]+)"', source))
+    source = "".join(open(m.__file__, encoding="utf-8").read() for m in (app_mod, actions_mod))
+    written = set(re.findall(r'(?:self|g)\.event\(\s*"([a-z_]+)"', source))
     assert written == set(EVENT_KINDS)
 
 

@@ -12,6 +12,7 @@ import typer
 
 from aigen import __version__
 from aigen.cli import cluster as _cluster
+from aigen.cli import delete as _delete
 from aigen.cli import doctor as _doctor
 from aigen.cli import events as _events
 from aigen.cli import generate as _generate
@@ -115,6 +116,7 @@ def main_callback(
 app.command("generate")(_generate.generate)
 app.command("retry")(_retry.retry)
 app.command("status")(_status.status)
+app.command("delete")(_delete.delete)
 app.command("notify-daemon")(_notify.notify_daemon)
 app.command("providers")(_providers.providers)
 app.add_typer(_keys.app, name="keys")

@@ -71,37 +71,18 @@ def daemon_status_line(home, store=None) -> str:
 
 def resolve_notify_options(state, user: str, notify_via: Optional[str],
                            email: Optional[str]) -> tuple[list, Optional[str]]:
-    """Check --notify-via and --email before anything is written; return (channels, address)."""
-    from aigen import config
-    from aigen.notify.mail import load_smtp_settings, validate_email
-    from aigen.notify.queue import DEFAULT_CHANNELS, parse_notify_via
+    """Check --notify-via and --email before anything is written; return (channels, address).
 
-    config.validate_user_id(user)
-    if email is not None:
-        email = validate_email(email)
-    if notify_via is None:
-        channels = list(DEFAULT_CHANNELS) + (["email"] if email else [])
-    else:
-        channels = parse_notify_via(notify_via)
-    address = None
-    if "email" in channels:
-        address = email
-        if address is None:
+    The checks live in aigen.notify.options (the gallery's form uses them too); the store is opened
+    only when an address must be looked up, as before."""
+    from aigen.notify.options import resolve_notify_options as resolve
+
+    class _LazyStore:
+        def get_user(self, user_id):
             store = state.store(create=False)
-            known = store.get_user(user) if store is not None else None
-            address = (known or {}).get("email")
-        if not address:
-            raise BadInput(
-                f"--notify-via email needs an address for user {user!r} and none is known",
-                hint="give --email ADDRESS (it is remembered for the next time)",
-            )
-        if load_smtp_settings(home=state.home.path) is None:
-            raise BadInput(
-                "--notify-via email needs an SMTP server, and none is configured",
-                hint=f"set AIGEN_SMTP_HOST (and AIGEN_SMTP_PORT, _USER, _PASSWORD, _FROM, _SECURITY) or add an "
-                     f"[smtp] table to {state.home.path / 'config.toml'}: see the README, Notifications",
-            )
-    return channels, address
+            return store.get_user(user_id) if store is not None else None
+
+    return resolve(state.home.path, _LazyStore(), user, notify_via, email)
 
 
 def _channels_text(channels: list[str]) -> str:

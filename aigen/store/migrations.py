@@ -378,3 +378,57 @@ def m0011_cluster_workers(db):
     gens = db["generations"]
     if "cancel_requested_at" not in gens.columns_dict:
         gens.add_column("cancel_requested_at", str)
+
+
+@migrations(name="0014_prompt_search")
+def m0014_prompt_search(db):
+    # Search by prompt text in the gallery: an FTS5 index of generations.prompt, kept in sync by triggers (a
+    # prompt never changes, but the update trigger keeps the index right if one ever does). It stores its
+    # own copy of the id and the prompt rather than pointing at the generations' rowids (an "external
+    # content" table): generations has a text key, so its rowids may be renumbered by a VACUUM, which
+    # would silently point the index at the wrong rows. PostgreSQL has a GIN index on to_tsvector instead
+    # (pg_schema.py). A future migration that rebuilds `generations` (sqlite-utils' transform) must
+    # create these triggers again. Without FTS5 in this SQLite (rare builds) the index is left out and
+    # the search falls back to a LIKE scan (aigen.store.search).
+    conn = db.conn
+    try:
+        conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS generations_fts USING fts5("
+                     "gen_id UNINDEXED, prompt, tokenize = 'unicode61 remove_diacritics 2')")
+    except Exception as e:  # sqlite3.OperationalError: no such module: fts5
+        if "fts5" not in str(e):
+            raise
+        return
+    conn.execute("""CREATE TRIGGER IF NOT EXISTS generations_fts_insert AFTER INSERT ON generations BEGIN
+        INSERT INTO generations_fts (gen_id, prompt) VALUES (new.id, new.prompt);
+    END""")
+    conn.execute("""CREATE TRIGGER IF NOT EXISTS generations_fts_delete AFTER DELETE ON generations BEGIN
+        DELETE FROM generations_fts WHERE gen_id = old.id;
+    END""")
+    conn.execute("""CREATE TRIGGER IF NOT EXISTS generations_fts_update AFTER UPDATE OF id, prompt ON generations
+    BEGIN
+        DELETE FROM generations_fts WHERE gen_id = old.id;
+        INSERT INTO generations_fts (gen_id, prompt) VALUES (new.id, new.prompt);
+    END""")
+    # Backfill the generations made before this migration.
+    conn.execute("INSERT INTO generations_fts (gen_id, prompt) SELECT id, prompt FROM generations "
+                 "WHERE id NOT IN (SELECT gen_id FROM generations_fts)")
+
+
+@migrations(name="0015_deleted_generations")
+def m0015_deleted_generations(db):
+    # A generation deleted from the gallery or by `aigen delete` leaves this line (no prompt, no files):
+    # the daily asset limit of a user (config.toml [limits] assets_per_day) counts what was asked for,
+    # so deleting what was made does not give the quota back.
+    db["deleted_generations"].create(
+        {
+            "id": str,
+            "user_id": str,
+            "created_at": str,
+            "deleted_at": str,
+            "assets": int,  # image_count + video_count asked for
+        },
+        pk="id",
+        not_null={"user_id", "created_at", "deleted_at"},
+        if_not_exists=True,
+    )
+    db["deleted_generations"].create_index(["user_id", "created_at"], if_not_exists=True)

@@ -219,4 +219,20 @@ CREATE TABLE IF NOT EXISTS workers (
 CREATE INDEX IF NOT EXISTS idx_workers_state_heartbeat_at ON workers (state, heartbeat_at);
 ALTER TABLE generations ADD COLUMN IF NOT EXISTS cancel_requested_at TEXT COLLATE "C";
 """),
+    # The full-text search of prompts: SQLite has an FTS5 table kept by triggers; PostgreSQL an index on the
+    # expression the search uses (aigen.store.search), so nothing has to be kept in sync. 'simple': no
+    # stemming and no stop words, like SQLite's unicode61 tokenizer.
+    ("0014_prompt_search", """
+CREATE INDEX IF NOT EXISTS generations_prompt_fts ON generations USING GIN (to_tsvector('simple'::regconfig, prompt));
+"""),
+    ("0015_deleted_generations", """
+CREATE TABLE IF NOT EXISTS deleted_generations (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    user_id TEXT COLLATE "C" NOT NULL,
+    created_at TEXT COLLATE "C" NOT NULL,
+    deleted_at TEXT COLLATE "C" NOT NULL,
+    assets BIGINT
+);
+CREATE INDEX IF NOT EXISTS idx_deleted_generations_user_id_created_at ON deleted_generations (user_id, created_at);
+"""),
 ]

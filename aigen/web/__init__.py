@@ -11,7 +11,8 @@ from __future__ import annotations
 # Here rather than in app.py so that `aigen events` can check --kind without
 # importing Bottle.
 EVENT_KINDS = ("login_ok", "login_failed", "magic_link_login", "logout", "gallery_view", "generation_view",
-               "asset_view", "api_view", "generation_retry")
+               "asset_view", "api_view", "generation_retry", "generation_requested", "generation_deleted",
+               "zip_download")
 
 
 def __getattr__(name: str):

@@ -3,7 +3,8 @@
 Routes (no route builds a file path from the URL: media is looked up by
 asset id in the database and checked against the logged-in user):
 
-    GET  /                         the gallery of the logged-in user, newest first (?page=N)
+    GET  /                         the gallery of the logged-in user, newest first (?page=N; search: ?q=words
+                                   &status=S&provider=P&sort=oldest, see aigen.store.search)
     GET  /login  POST /login       log in with a user_id (and an access code off loopback)
     POST /logout                   ends the session on the server too
     GET  /login/link/<token>       a signed magic link: a page with a button; GET never spends the link
@@ -13,9 +14,11 @@ asset id in the database and checked against the logged-in user):
     POST /g/<id>/retry             Resume a stalled run or Retry a failed one (CSRF; owner only; logged)
     GET  /media/<asset_id>         the file (Range, ETag); ?download=1 to save it
     GET  /media/<asset_id>/poster  the poster frame of a video
-    GET  /api/generations[?page=N], /api/generations/<id>, /api/generations/<id>/status
+    GET  /api/generations[?page=N&q=&status=&provider=&sort=], /api/generations/<id>, /api/generations/<id>/status
     GET  /api/live[?page=N|?g=ID]  what the live page polls: counts, statuses, asset progress (ETag; not logged)
-    GET  /static/<name>            style.css, gallery.js, viewer.js, favicon.svg (a fixed list)
+    GET  /new, POST /new, POST /api/generations, /g/<id>/again, /g/<id>/delete, /g/<id>/download.zip:
+                                   asking for content, Make again, Delete, Download all (aigen/web/actions.py)
+    GET  /static/<name>            style.css, gallery.js, viewer.js, actions.js, favicon.svg (a fixed list)
 
 Every login attempt and every view is written to the `events` table.
 """
@@ -70,6 +73,7 @@ STATIC_FILES = {
     "style.css": "text/css; charset=utf-8",
     "gallery.js": "text/javascript; charset=utf-8",
     "viewer.js": "text/javascript; charset=utf-8",
+    "actions.js": "text/javascript; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
 COOKIE = "aigen_session"
@@ -131,6 +135,11 @@ class WebSettings:
     # None reads AIGEN_MEDIA_DELIVERY (default redirect). And how long a presigned URL lives (AIGEN_MEDIA_URL_TTL).
     media_delivery: str | None = None
     media_url_ttl: int | None = None
+    # How a generation asked for from the page is started: None is aigen.pipeline.background.start_in_background
+    # (a detached `aigen retry ID`, or an enqueue for live cluster workers); tests pass their own.
+    start: Callable | None = field(default=None, repr=False)
+    # The fairness limits (aigen.pipeline.limits.Limits): None reads [limits] of config.toml on each request.
+    limits: object | None = None
 
     @property
     def loopback(self) -> bool:
@@ -881,7 +890,11 @@ class Gallery:
             offset[row["id"]] = eager
             return self.sections.get(SectionCache.key(row, eager)) is None
 
-        pg = views.load_page(self.store, user, page_no, self.settings.page_size, need_assets=need_assets)
+        from aigen.store.search import Filters
+
+        filters = Filters.from_query(request.query.getunicode)
+        pg = views.load_page(self.store, user, page_no, self.settings.page_size, need_assets=need_assets,
+                             filters=filters)
         self._with_running(pg.generations)
         csrf = self.codec.csrf_token(self.ensure_session())
         sections = []
@@ -895,9 +908,22 @@ class Gallery:
                                              took=views.took, size=views.human_bytes, csrf=CSRF_SLOT)
                 self.sections.put(key, html)
             sections.append(html.replace(CSRF_SLOT_ATTR, f'value="{csrf}"'))
-        self.event("gallery_view", ok=True, user_id=user, detail=f"page {pg.page} of {pg.pages}")
+        detail = f"page {pg.page} of {pg.pages}"
+        if filters.active:
+            detail += f"; search {json.dumps(filters.params(), ensure_ascii=False)}"[:300]
+        self.event("gallery_view", ok=True, user_id=user, detail=detail)
         processing = any(g["status"] == "Processing" for g in pg.generations)
-        return self.page("gallery", pg=pg, sections=sections, user=user, poll=processing)
+        notice = "The generation was deleted, with its files." if request.query.get("deleted") == "1" else None
+        return self.page("gallery", pg=pg, sections=sections, user=user, poll=processing, filters=filters,
+                         providers=self._provider_names(user), notice=notice)
+
+    def _provider_names(self, user: str) -> list[str]:
+        """The providers this user's generations used: the choices of the search's provider filter."""
+        rows = self.store.query(
+            "SELECT DISTINCT p FROM (SELECT image_provider AS p FROM generations WHERE user_id = ? UNION "
+            "SELECT video_provider AS p FROM generations WHERE user_id = ?) AS used WHERE p IS NOT NULL ORDER BY p",
+            (user, user))
+        return [r["p"] for r in rows]
 
     def generation(self, gen_id: str):
         user = self.require_user(next_path=f"/g/{gen_id}")
@@ -937,13 +963,18 @@ class Gallery:
             page_no = int(request.query.get("page") or 1)
         except ValueError:
             raise self.http_error(400, f"invalid page {request.query.get('page')!r}: a whole number", api=True)
-        pg = views.load_page(self.store, user, page_no, self.settings.page_size)
+        from aigen.store.search import Filters
+
+        filters = Filters.from_query(request.query.getunicode)
+        pg = views.load_page(self.store, user, page_no, self.settings.page_size, filters=filters)
         self.event("api_view", ok=True, user_id=user, detail=f"list page {pg.page}")
         return self.json({
             "user_id": user,
             "page": pg.page,
             "pages": pg.pages,
             "total": pg.total,
+            "matched": pg.matched,
+            "search": filters.params(),
             "counts": {k: pg.counts.get(k, 0) for k in ("Processing", "Completed", "Failed")},
             "generations": [views.api_dict(g, self._base_url()) for g in pg.generations],
         })
@@ -1182,6 +1213,9 @@ def make_app(settings: WebSettings) -> Bottle:
     # HEAD is answered by the GET routes (Bottle falls back to them).
     app.route(f"/media/<asset_id:re:{ASSET_ID}>", "GET", g.media)
     app.route(f"/media/<asset_id:re:{ASSET_ID}>/poster", "GET", g.poster)
+    from aigen.web import actions
+
+    app.actions = actions.register(app, g, start=settings.start, limits=settings.limits)
     app.route("/static/<name>", "GET", g.static_file)
     app.route("/favicon.ico", "GET", g.favicon)
     for code in (400, 401, 403, 404, 405, 413, 429, 500):

@@ -26,6 +26,16 @@ class Page:
     page: int
     pages: int
     counts: dict[str, int] = field(default_factory=dict)
+    matched: int | None = None  # how many match the search (None: no search)
+    filters: object | None = None  # the aigen.store.search.Filters of this page
+
+    def url(self, page: int) -> str:
+        """The link to another page of the same search."""
+        from urllib.parse import urlencode
+
+        params = self.filters.params(page=page if page > 1 else None) if self.filters else (
+            {"page": page} if page > 1 else {})
+        return "/?" + urlencode(params) if params else "/"
 
 
 def _asset_view(a: dict) -> dict:
@@ -127,20 +137,30 @@ def set_run_state(g: dict, state: str | None) -> None:
 
 
 def load_page(store: Store, user_id: str, page: int, page_size: int,
-              need_assets=None) -> Page:
+              need_assets=None, filters=None) -> Page:
     """One page of a user's generations with their assets.
 
     `need_assets(row)` may say that a generation's assets are not needed
     (its section is already rendered and cached): those are shaped without
-    assets and their rows skipped by the asset query.
+    assets and their rows skipped by the asset query. `filters` (an
+    aigen.store.search.Filters) narrows and orders the list; `Page.matched`
+    is then the number of generations that match (`total` stays the user's).
     """
+    from aigen.store.search import Filters, order_clause, where_clause
+
+    f = filters or Filters()
     counts = store.count_generations(user_id=user_id)
     total = sum(counts.values())
-    pages = max(1, -(-total // page_size))
+    if f.active:
+        where, params = where_clause(store, user_id, f)
+        matched = store.query_one(f"SELECT count(*) AS n FROM generations g WHERE {where}", params)["n"]
+    else:
+        where, params, matched = "g.user_id = ?", [user_id], total
+    pages = max(1, -(-matched // page_size))
     page = min(max(1, page), pages)
     rows = store.query(
-        "SELECT * FROM generations WHERE user_id = ? ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
-        (user_id, page_size, (page - 1) * page_size),
+        f"SELECT g.* FROM generations g WHERE {where} ORDER BY {order_clause(f)} LIMIT ? OFFSET ?",
+        (*params, page_size, (page - 1) * page_size),
     )
     wanted = {r["id"] for r in rows if need_assets is None or need_assets(r)}
     by_gen: dict[str, list[dict]] = {gid: [] for gid in wanted}
@@ -155,7 +175,7 @@ def load_page(store: Store, user_id: str, page: int, page_size: int,
         else {"id": r["id"], "status": r["status"], "updated_at": r["updated_at"], "cached": True}
         for r in rows
     ]
-    return Page(gens, total, page, pages, counts)
+    return Page(gens, total, page, pages, counts, matched=matched, filters=f)
 
 
 def load_generation(store: Store, user_id: str, gen_id: str) -> dict | None:

@@ -20,6 +20,7 @@
       <span class="gid"><code>{{g['id']}}</code></span>
     </p>
   </header>
+  % include('actions', g=g)
   % if live:
   <div class="processing" data-live-key="status">
     % if stalled:

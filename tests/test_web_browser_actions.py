@@ -1,0 +1,162 @@
+"""The gallery's actions in a real browser (Debian's Chromium, Playwright): a generation asked for from the form
+is made (by the real detached `aigen retry` process and the `local` provider) and its video plays; the search
+finds by a word of the prompt; Delete removes the rows and files and logs an event.
+
+Skips without Chromium unless AIGEN_REQUIRE_BROWSER is set (as tests/test_web_browser.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from fakes.web import open_home, real_generation
+
+from aigen.web.app import WebSettings, make_app
+from aigen.web.server import GalleryServer
+
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run"]
+
+
+def chromium_path() -> str | None:
+    if os.environ.get("AIGEN_CHROMIUM"):
+        return os.environ["AIGEN_CHROMIUM"] if os.path.exists(os.environ["AIGEN_CHROMIUM"]) else None
+    for candidate in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return None
+
+
+def _unavailable(why: str):
+    if os.environ.get("AIGEN_REQUIRE_BROWSER"):
+        pytest.fail(f"browser tests are required here (AIGEN_REQUIRE_BROWSER is set) but {why}")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    exe = chromium_path()
+    if exe is None:
+        _unavailable("Chromium is not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright Python package is not installed (pip install -e '.[test]')")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=LAUNCH_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    home, store = open_home(tmp_path_factory.mktemp("actions") / "home")
+    fox = real_generation(home, store, "alice", "a red fox at dawn in a misty forest", images=1, videos=1)
+    lake = real_generation(home, store, "alice", "a quiet mountain lake at noon", images=1, videos=0)
+    # The real start: a detached `aigen retry ID` process, as `aigen serve` does.
+    settings = WebSettings(home=home, store=store, poll_ms=400)
+    server = GalleryServer(make_app(settings), "127.0.0.1", 0).start_in_thread()
+    try:
+        yield {"home": home, "store": store, "fox": fox, "lake": lake, "url": f"http://127.0.0.1:{server.port}"}
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    problems = []
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    pg.problems = problems
+    try:
+        yield pg
+    finally:
+        context.close()
+
+
+def log_in(page, base: str, user_id: str) -> None:
+    page.goto(base + "/")
+    page.fill("#user_id", user_id)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/")
+
+
+def test_a_generation_asked_for_from_the_form_is_made_and_its_video_plays(page, site):
+    base, store = site["url"], site["store"]
+    log_in(page, base, "carol")
+    page.click("text=New generation")
+    page.wait_for_url(base + "/new")
+    page.fill("#ask-prompt", "a paper boat on a green river")
+    page.fill("#ask-images", "1")
+    page.fill("#ask-videos", "1")
+    page.fill("#ask-image-size", "256x256")
+    page.fill("#ask-video-size", "320x240")
+    page.select_option("#ask-notify-via", "none")
+    page.click("form.ask-form button[type=submit]")
+    page.wait_for_url(lambda url: "/g/" in url)
+    gid = page.url.rsplit("/", 1)[-1]
+    gen = store.get_generation(gid)
+    assert gen["user_id"] == "carol" and gen["prompt"] == "a paper boat on a green river"
+    # Made by the detached process; the page notices and shows the result.
+    page.wait_for_selector(f'#g-{gid}[data-status="Completed"] video', timeout=180_000)
+    assert store.get_generation(gid)["status"] == "Completed"
+    page.evaluate("""async id => { const v = document.querySelector('#g-' + id + ' video');
+                                   v.muted = true; await v.play(); }""", gid)
+    page.wait_for_function("id => document.querySelector('#g-' + id + ' video').currentTime > 0.3", arg=gid)
+    assert page.evaluate("id => document.querySelector('#g-' + id + ' video').error", gid) is None
+    ev = store.query("SELECT ok, detail FROM events WHERE kind = 'generation_requested' AND generation_id = ?", (gid,))
+    assert len(ev) == 1 and ev[0]["ok"] == 1 and ev[0]["detail"].startswith("form: 2 asset(s), pid ")
+    assert page.problems == []
+
+
+def test_search_finds_by_a_word_of_the_prompt(page, site):
+    base = site["url"]
+    log_in(page, base, "alice")
+    assert page.locator("section.generation").count() == 2
+    page.fill("#search-q", "misty")
+    page.click("form.search button[type=submit]")
+    page.wait_for_url(base + "/?q=misty&status=&provider=&sort=newest")
+    sections = page.locator("section.generation")
+    assert sections.count() == 1 and sections.first.get_attribute("id") == f"g-{site['fox']}"
+    assert page.input_value("#search-q") == "misty"
+    assert page.locator("p.counts[role=status]").inner_text() == "1 match."
+    page.goto(base + '/?q=' + '%22NEAR(%2A')  # FTS syntax is only words: no error page
+    assert page.locator("h2", has_text="Nothing matches").count() == 1
+    page.goto(base + "/?q=LAKE")
+    assert page.locator("section.generation").count() == 1
+    assert page.locator(f"#g-{site['lake']}").count() == 1
+    # Copy prompt (shown only with JavaScript) puts the prompt on the clipboard.
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+    button = page.locator(f"#g-{site['lake']} button.copy-prompt")
+    assert button.is_visible()
+    button.click()
+    page.wait_for_function("b => b.textContent === 'Copied'", arg=button.element_handle())
+    assert page.evaluate("navigator.clipboard.readText()") == "a quiet mountain lake at noon"
+    assert page.problems == []
+
+
+def test_delete_removes_the_rows_and_files_and_logs_an_event(page, site):
+    base, store, home = site["url"], site["store"], site["home"]
+    gid = real_generation(home, store, "dave", "a lighthouse in a storm", images=1, videos=1)
+    folder = home.content_dir / "dave" / gid
+    assert folder.is_dir() and any(folder.iterdir())
+    log_in(page, base, "dave")
+    page.click(f"#g-{gid} a.action-danger")
+    page.wait_for_url(base + f"/g/{gid}/delete")
+    assert "a lighthouse in a storm" in page.locator("blockquote").inner_text()
+    page.click("button.danger")
+    page.wait_for_url(base + "/?deleted=1")
+    assert "was deleted" in page.locator("p.notice").inner_text()
+    assert page.locator(f"#g-{gid}").count() == 0
+    assert not folder.exists()
+    assert store.query_one("SELECT count(*) AS n FROM generations WHERE id = ?", (gid,))["n"] == 0
+    assert store.query_one("SELECT count(*) AS n FROM assets WHERE generation_id = ?", (gid,))["n"] == 0
+    ev = store.query("SELECT ok, user_id, detail FROM events WHERE kind = 'generation_deleted' AND generation_id = ?",
+                     (gid,))
+    assert ev == [{"ok": 1, "user_id": "dave", "detail": "from the gallery: 3 file(s)"}]
+    assert page.problems == []
