@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import urllib.parse
 from pathlib import Path
 
@@ -734,9 +735,13 @@ def test_a_store_that_goes_down_during_the_provider_call_keeps_the_paid_file_for
     via_proxy = from_config(None, {**s3_env, "AIGEN_S3_ENDPOINT_URL": proxy.url, "AIGEN_S3_MAX_ATTEMPTS": "1",
                                    "AIGEN_S3_CONNECT_TIMEOUT": "1"})
 
+    both_running = threading.Barrier(2, action=proxy.cut)
+
     def listener(asset, state, fraction, error):
         if state == "running":  # the kept-file HEADs went through; the provider is about to be called
-            proxy.cut()
+            # Cut only once both assets got this far (their HEADs passed): cut at the first one, the second
+            # asset's HEAD could meet the outage and fail before any provider call (a race, 1 run in 3).
+            both_running.wait(10)
 
     result = Runner(store, h, storage=via_proxy, listener=listener).run(gid)
     assert result.generation["status"] == "Failed"
