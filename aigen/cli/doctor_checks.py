@@ -441,7 +441,7 @@ def _requeue(report: Report, home, problems: list[Problem]) -> None:
         with store.transaction() as db:
             row = db.conn.execute("SELECT kind FROM assets WHERE id = ?", (p.asset_id,)).fetchone()
             db.conn.execute(
-                "UPDATE assets SET status = 'failed', path = NULL, poster_path = NULL, error = ?, "
+                "UPDATE assets SET status = 'failed', path = NULL, poster_path = NULL, thumb_path = NULL, thumb2x_path = NULL, error = ?, "
                 "error_code = 'doctor', updated_at = ? WHERE id = ?",
                 (f"{reason} (found by aigen doctor)", now_s, p.asset_id),
             )

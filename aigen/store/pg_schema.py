@@ -219,4 +219,8 @@ CREATE TABLE IF NOT EXISTS workers (
 CREATE INDEX IF NOT EXISTS idx_workers_state_heartbeat_at ON workers (state, heartbeat_at);
 ALTER TABLE generations ADD COLUMN IF NOT EXISTS cancel_requested_at TEXT COLLATE "C";
 """),
+    ("0014_asset_thumbnails", """
+ALTER TABLE assets ADD COLUMN IF NOT EXISTS thumb_path TEXT COLLATE "C";
+ALTER TABLE assets ADD COLUMN IF NOT EXISTS thumb2x_path TEXT COLLATE "C";
+"""),
 ]
