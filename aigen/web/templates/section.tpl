@@ -1,3 +1,4 @@
+% from aigen.web.views import short_text as short
 % status = g['status']
 <section class="generation status-{{status.lower()}}" id="g-{{g['id']}}" data-id="{{g['id']}}" data-status="{{status}}" data-full="{{1 if full else 0}}">
   <header class="gen-head">
@@ -44,27 +45,35 @@
   </div>
   %   end
   %   if g['videos']:
-  <h3 class="kind-title">Videos</h3>
+  <h{{2 if full else 3}} class="kind-title">Videos</h{{2 if full else 3}}>
   <div class="videos">
     % for a in g['videos']:
     <figure class="video">
-      <video controls preload="metadata" playsinline src="{{a['url']}}" poster="{{a['poster_url'] or ''}}"
-             width="{{a['width'] or ''}}" height="{{a['height'] or ''}}"></video>
+      <video controls preload="{{'metadata' if full else 'none'}}" playsinline src="{{a['url']}}" poster="{{a['thumb2x_url']}}"
+             aria-label="Video {{a['index']}}: {{short(g['prompt'], 100)}}"
+      % if a['width'] and a['height']:
+             width="{{a['width']}}" height="{{a['height']}}"
+      % end
+             ></video>
       <figcaption><span>Video {{a['index']}}{{(' · %.1f s' % a['duration']) if a['duration'] else ''}}</span>
-        <a href="{{a['download_url']}}" download>Download</a></figcaption>
+        <a href="{{a['download_url']}}" download>Download<span class="vh"> video {{a['index']}} ({{a['format']}}, {{size(a['bytes'])}})</span></a></figcaption>
     </figure>
     % end
   </div>
   %   end
   %   if g['images']:
-  <h3 class="kind-title">Images</h3>
+  <h{{2 if full else 3}} class="kind-title">Images</h{{2 if full else 3}}>
   <div class="images">
     % for a in g['images']:
     <figure class="image">
-      <a href="{{a['url']}}" title="Open full size"><img src="{{a['url']}}" alt="Image {{a['index']}}: {{g['prompt']}}" loading="{{'eager' if eager else 'lazy'}}"
-           width="{{a['width'] or ''}}" height="{{a['height'] or ''}}"></a>
+      <a class="tile" href="{{a['url']}}" title="Open full size"><img src="{{a['thumb_url']}}" srcset="{{a['thumb_url']}} 1x, {{a['thumb2x_url']}} 2x"
+           alt="Image {{a['index']}}: {{short(g['prompt'], 100)}}" loading="{{'eager' if eager else 'lazy'}}" decoding="async"
+      % if a['width'] and a['height']:
+           width="{{a['width']}}" height="{{a['height']}}"
+      % end
+           ></a>
       <figcaption><span>Image {{a['index']}}</span>
-        <a href="{{a['download_url']}}" download>Download</a></figcaption>
+        <a href="{{a['download_url']}}" download>Download<span class="vh"> image {{a['index']}} ({{a['format']}}, {{size(a['bytes'])}})</span></a></figcaption>
     </figure>
     % end
   </div>
