@@ -89,7 +89,8 @@ def test_login_by_user_id_on_loopback_then_gallery_then_logout(env):
     g = c.get("/")
     assert g.status == 200
     assert "a red fox at dawn" in g.text and f'id="g-{gid}"' in g.text
-    assert g.text.count('<video controls preload="metadata"') == 5
+    # A gallery page fetches no video until one is played: the tile shows its preview as the poster.
+    assert g.text.count('<video controls preload="none"') == 5
     assert g.text.count("<img ") == 5
     assert "Logged in as <strong>alice</strong>" in g.text
     assert g.header("cache-control") == "no-store"
@@ -430,11 +431,14 @@ def test_completed_generation_has_videos_with_posters_images_and_downloads(env):
     r = c.get(f"/g/{gid}")
     assert r.status == 200
     for vid in video_ids(env.store, gid):
-        assert f'src="/media/{vid}" poster="/media/{vid}/poster"' in r.text
-        assert f'href="/media/{vid}?download=1" download' in r.text
+        # The tile's poster is the video's 512 px preview (made from its poster frame).
+        assert f'src="/media/{vid}" poster="/media/{vid}/thumb2x"' in r.text
+        assert f'href="/media/{vid}?download=1" download>Download<span class="vh"> video ' in r.text
     for iid in image_ids(env.store, gid):
-        assert f'<a href="/media/{iid}" title="Open full size"><img src="/media/{iid}"' in r.text
-        assert f'href="/media/{iid}?download=1" download' in r.text
+        # The tile shows the previews (1x, 2x) and opens the file itself.
+        assert (f'<a class="tile" href="/media/{iid}" title="Open full size"><img src="/media/{iid}/thumb" '
+                f'srcset="/media/{iid}/thumb 1x, /media/{iid}/thumb2x 2x"') in r.text
+        assert f'href="/media/{iid}?download=1" download>Download<span class="vh"> image ' in r.text
     assert "Requested" in r.text and "Finished" in r.text
     assert events(env.store, kind="generation_view")[0]["generation_id"] == gid
 

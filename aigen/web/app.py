@@ -948,8 +948,15 @@ class Gallery:
         if row is None or row["user_id"] != user or row["status"] != "done":
             raise HTTPError(404)
         rel = row[self.VARIANTS[variant]] if variant else row["path"]
-        if rel is None and variant in ("thumb", "thumb2x"):
-            rel = self.lazy_thumbnail(row, variant)
+        if variant in ("thumb", "thumb2x"):
+            if rel is None:
+                rel = self.lazy_thumbnail(row, variant)
+            from aigen.pipeline.thumbs import owned_key
+
+            # A preview lies in its generation's own folder, always (made there by aigen): anything else
+            # in the row is not served.
+            if owned_key(row, rel) is None:
+                raise HTTPError(404)
         if not self.local_files:
             return self.stored_media(row, rel, poster, user, via_basic)
         path = resolve_in_home(self.storage.root, rel)
