@@ -431,8 +431,8 @@ def test_completed_generation_has_videos_with_posters_images_and_downloads(env):
     r = c.get(f"/g/{gid}")
     assert r.status == 200
     for vid in video_ids(env.store, gid):
-        # The tile's poster is the video's 512 px preview (made from its poster frame).
-        assert f'src="/media/{vid}" poster="/media/{vid}/thumb2x"' in r.text
+        # The tile's poster is the video's 256 px preview (made from its poster frame), 512 px on a sharp screen.
+        assert f'src="/media/{vid}" poster="/media/{vid}/thumb" data-poster-2x="/media/{vid}/thumb2x"' in r.text
         assert f'href="/media/{vid}?download=1" download>Download<span class="vh"> video ' in r.text
     for iid in image_ids(env.store, gid):
         # The tile shows the previews (1x, 2x) and opens the file itself.

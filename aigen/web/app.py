@@ -14,7 +14,7 @@ asset id in the database and checked against the logged-in user):
     GET  /media/<asset_id>/poster  the poster frame of a video
     GET  /media/<asset_id>/thumb   its tile's preview, WebP 256 px (thumb2x: 512 px), made on first ask if missing
     GET  /api/generations[?page=N], /api/generations/<id>, /api/generations/<id>/status
-    GET  /static/<name>            style.css, gallery.js, favicon.svg (a fixed list)
+    GET  /static/<name>            style.css, gallery.js, tiles.js, favicon.svg (a fixed list)
 
 Every login attempt and every view is written to the `events` table.
 """
@@ -68,6 +68,7 @@ STATIC_DIR = PACKAGE_DIR / "static"
 STATIC_FILES = {
     "style.css": "text/css; charset=utf-8",
     "gallery.js": "text/javascript; charset=utf-8",
+    "tiles.js": "text/javascript; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
 COOKIE = "aigen_session"

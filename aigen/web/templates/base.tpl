@@ -11,6 +11,7 @@
 <noscript><meta http-equiv="refresh" content="{{max(1, poll_ms // 1000)}}"></noscript>
 % end
 <script src="/static/gallery.js" defer></script>
+<script src="/static/tiles.js" defer></script>
 </head>
 <body data-poll-ms="{{poll_ms}}">
 <header class="topbar">

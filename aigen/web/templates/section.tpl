@@ -49,7 +49,7 @@
   <div class="videos">
     % for a in g['videos']:
     <figure class="video">
-      <video controls preload="{{'metadata' if full else 'none'}}" playsinline src="{{a['url']}}" poster="{{a['thumb2x_url']}}"
+      <video controls preload="{{'metadata' if full else 'none'}}" playsinline src="{{a['url']}}" poster="{{a['thumb_url']}}" data-poster-2x="{{a['thumb2x_url']}}"
              aria-label="Video {{a['index']}}: {{short(g['prompt'], 100)}}"
       % if a['width'] and a['height']:
              width="{{a['width']}}" height="{{a['height']}}"
