@@ -114,7 +114,7 @@ def test_a_page_of_10_generations_is_light_and_does_not_shift(browser, weighty, 
         page.add_init_script(PERF_OBSERVER)
         m = measure_load(page, base + "/")
         assert page.locator("section.generation").count() == 10
-        assert page.locator("section.generation video").count() == 50
+        assert page.locator("section.generation .videos a.tile").count() == 50
         assert page.locator("section.generation .images img").count() == 50
         urls = [u for u, _, _ in m["requests"]]
         # Before any interaction: no full-size image and no video is fetched, only previews.
@@ -196,7 +196,8 @@ def test_tiles_show_a_focus_ring_that_nothing_clips(browser, pages_site):  # noq
         page = ctx.new_page()
         log_in(page, pages_site["url"], "alice")
         sec = f"#g-{pages_site['done']}"
-        for selector in (f"{sec} .images a.tile", f"{sec} video"):
+        page.click(f"{sec} .videos a.tile >> nth=1")  # now a <video> in the tile
+        for selector in (f"{sec} .images a.tile", f"{sec} .videos a.tile", f"{sec} video"):
             page.focus(selector)
             page.keyboard.press("Shift+Tab")
             page.keyboard.press("Tab")  # by keyboard, so :focus-visible applies

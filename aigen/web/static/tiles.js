@@ -1,37 +1,28 @@
-// Video tiles: the poster in the page is the 256 px preview (light: a page of 50 videos fetches
-// 50 small pictures, and no video until one is played). On a sharp screen, a tile that comes near
-// the viewport gets the 512 px preview instead. Tiles added later (the live refresh) too.
+// Video tiles are links with a preview picture (a page of 50 <video> elements costs seconds of the
+// browser's main thread, and each could fetch the file): a click plays the video in its tile. Without
+// JavaScript, or with a modifier key, the link opens the file. A handler that already took the click
+// (event.defaultPrevented, e.g. a viewer) wins.
 (function () {
   "use strict";
-  if (!(window.devicePixelRatio > 1.25) || !("IntersectionObserver" in window)) { return; }
 
-  var seen = new IntersectionObserver(function (entries) {
-    entries.forEach(function (e) {
-      if (!e.isIntersecting) { return; }
-      var v = e.target;
-      seen.unobserve(v);
-      var sharp = v.getAttribute("data-poster-2x");
-      if (sharp && v.getAttribute("poster") !== sharp) {
-        // Swap only once the sharp one is here, so the tile never shows nothing.
-        var img = new Image();
-        img.onload = function () { v.setAttribute("poster", sharp); };
-        img.src = sharp;
-      }
-    });
-  }, {rootMargin: "200px"});
-
-  function watch(root) {
-    Array.prototype.forEach.call(root.querySelectorAll("video[data-poster-2x]"), function (v) {
-      seen.observe(v);
-    });
-  }
-
-  watch(document);
-  new MutationObserver(function (changes) {
-    changes.forEach(function (c) {
-      Array.prototype.forEach.call(c.addedNodes, function (n) {
-        if (n.nodeType === 1) { watch(n); }
-      });
-    });
-  }).observe(document.body, {childList: true, subtree: true});
+  document.addEventListener("click", function (e) {
+    if (e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) { return; }
+    var tile = e.target.closest ? e.target.closest("a.tile[data-video]") : null;
+    if (!tile) { return; }
+    e.preventDefault();
+    var img = tile.querySelector("img");
+    var v = document.createElement("video");
+    v.controls = true;
+    v.autoplay = true;
+    v.playsInline = true;
+    v.preload = "auto";
+    v.setAttribute("aria-label", tile.getAttribute("data-label") || "");
+    if (img) {
+      v.poster = img.currentSrc || img.src;
+      ["width", "height"].forEach(function (k) { if (img.getAttribute(k)) { v.setAttribute(k, img.getAttribute(k)); } });
+    }
+    v.src = tile.getAttribute("data-video");
+    tile.replaceWith(v);
+    v.focus();
+  });
 })();

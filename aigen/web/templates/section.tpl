@@ -49,12 +49,12 @@
   <div class="videos">
     % for a in g['videos']:
     <figure class="video">
-      <video controls preload="{{'metadata' if full else 'none'}}" playsinline src="{{a['url']}}" poster="{{a['thumb_url']}}" data-poster-2x="{{a['thumb2x_url']}}"
-             aria-label="Video {{a['index']}}: {{short(g['prompt'], 100)}}"
+      <a class="tile" href="{{a['url']}}" data-video="{{a['url']}}" data-label="Video {{a['index']}}: {{short(g['prompt'], 100)}}"><img src="{{a['thumb_url']}}" srcset="{{a['thumb_url']}} 1x, {{a['thumb2x_url']}} 2x"
+           alt="Video {{a['index']}}: {{short(g['prompt'], 100)}}" loading="{{'eager' if eager else 'lazy'}}" decoding="async"
       % if a['width'] and a['height']:
-             width="{{a['width']}}" height="{{a['height']}}"
+           width="{{a['width']}}" height="{{a['height']}}"
       % end
-             ></video>
+           ><span class="play" aria-hidden="true"></span></a>
       <figcaption><span>Video {{a['index']}}{{(' · %.1f s' % a['duration']) if a['duration'] else ''}}</span>
         <a href="{{a['download_url']}}" download>Download<span class="vh"> video {{a['index']}} ({{a['format']}}, {{size(a['bytes'])}})</span></a></figcaption>
     </figure>
