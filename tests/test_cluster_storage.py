@@ -102,10 +102,15 @@ def test_generate_with_s3_writes_no_file_in_the_home_and_every_object_is_valid_m
     assert files_under(home / "generated_content") == []
     assert files_under(home / "scratch") == []
     store = Store(home / "aigen.db")
-    rows = store.query("SELECT kind, path, poster_path, bytes, sha256, width, height FROM assets ORDER BY id")
+    rows = store.query("SELECT kind, path, poster_path, thumb_path, thumb2x_path, bytes, sha256, width, height "
+                       "FROM assets ORDER BY id")
     st = s3_storage(s3_env)
     expected = {r["path"] for r in rows} | {r["poster_path"] for r in rows if r["kind"] == "video"}
-    assert len(expected) == 4 and None not in expected
+    # ...and the gallery's previews of each (WebP, beside the file).
+    previews = {r[k] for r in rows for k in ("thumb_path", "thumb2x_path")}
+    assert len(expected) == 4 and None not in expected and len(previews) == 6 and None not in previews
+    assert all(st.read_bytes(k)[8:12] == b"WEBP" for k in previews)
+    expected |= previews
     assert set(st.list("generated_content/")) == expected
     gid = data["id"]
     for r in rows:
@@ -263,9 +268,14 @@ def test_redirect_mode_sends_a_presigned_url_the_s3_server_serves_with_range(s3_
     forged = re.sub(r"X-Amz-Signature=([0-9a-f])", lambda m: "X-Amz-Signature=" + ("0" if m.group(1) != "0" else "1"),
                     location)
     assert c.get(forged)[0] == 403
-    # The poster too; and a download carries its Content-Disposition from S3.
+    # The poster too, and the previews; and a download carries its Content-Disposition from S3.
     status, headers, _ = c.get(f"/media/{video['id']}/poster")
     assert status == 302 and c.get(headers["location"])[2][:2] == b"\xff\xd8"
+    for variant in ("thumb", "thumb2x"):
+        status, headers, _ = c.get(f"/media/{video['id']}/{variant}")
+        assert status == 302
+        status, headers, body = c.get(headers["location"])
+        assert status == 200 and headers["content-type"] == "image/webp" and body[8:12] == b"WEBP"
     status, headers, _ = c.get(f"/media/{video['id']}?download=1")
     assert status == 302
     status, headers, body = c.get(headers["location"])
@@ -275,6 +285,29 @@ def test_redirect_mode_sends_a_presigned_url_the_s3_server_serves_with_range(s3_
     views = s3_site["store"].query("SELECT detail FROM events WHERE kind = 'asset_view' AND asset_id = ?",
                                    (video["id"],))
     assert [v["detail"] for v in views] == ["view video 1", "download video 1"]
+
+
+def test_a_missing_preview_is_made_from_the_object_and_stored_beside_it(s3_site):
+    base = s3_site["serve"]("stream")
+    b = Browser(base)
+    b.login("alice")
+    c = Http(base, b)
+    store, st = s3_site["store"], s3_site["storage"]
+    for kind in ("image", "video"):
+        a = s3_site["assets"][(kind, 1)]
+        for k in ("thumb_path", "thumb2x_path"):
+            st.delete(a[k])
+        with store.transaction() as db:
+            db.conn.execute("UPDATE assets SET thumb_path = NULL, thumb2x_path = NULL WHERE id = ?", (a["id"],))
+        status, headers, body = c.get(f"/media/{a['id']}/thumb2x")
+        assert status == 200 and headers["content-type"] == "image/webp" and body[8:12] == b"WEBP"
+        row = store.get_asset(a["id"])
+        assert row["thumb2x_path"] == a["thumb2x_path"] and st.read_bytes(row["thumb2x_path"]) == body
+        assert st.exists(row["thumb_path"])
+    # Another user asking never makes (or gets) one.
+    bob = Browser(base)
+    bob.login("bob")
+    assert Http(base, bob).get(f"/media/{s3_site['assets'][('image', 1)]['id']}/thumb")[0] == 404
 
 
 def test_another_users_file_and_a_tampered_path_are_404_and_never_presigned(s3_site):
