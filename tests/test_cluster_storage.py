@@ -168,7 +168,8 @@ def test_a_worker_with_its_own_empty_home_and_no_shared_folder_stores_in_s3(home
     assert files_under(worker.path / "scratch") == []
     st = s3_storage(s3_env)
     assert sorted(st.list("")) == sorted(
-        [a["path"] for a in result.assets] + [a["poster_path"] for a in result.assets if a["poster_path"]])
+        [a["path"] for a in result.assets] + [a["poster_path"] for a in result.assets if a["poster_path"]]
+        + [a[k] for a in result.assets for k in ("thumb_path", "thumb2x_path")])
 
 
 def test_video_from_images_sends_the_image_read_back_from_s3(env, fake, home, s3_env, tmp_path):  # noqa: F811
@@ -377,6 +378,11 @@ def test_a_video_from_s3_plays_and_seeks_in_chromium(page, s3_site, delivery):  
     page.wait_for_function(
         """sel => { const i = document.querySelector(sel + ' .images img');
                     return i && i.complete && i.naturalWidth === 64; }""", arg=sec)
+    # The tile shows the video's preview (from S3 too); a click plays it in place.
+    page.wait_for_function(
+        """sel => { const i = document.querySelector(sel + ' .videos a.tile img');
+                    return i && i.complete && i.naturalWidth > 0; }""", arg=sec)
+    page.click(f"{sec} .videos a.tile")
     page.wait_for_function(
         """sel => { const v = document.querySelector(sel + ' video');
                     return v && v.readyState >= 1 && v.videoWidth === 320 && v.videoHeight === 240; }""", arg=sec)
@@ -547,7 +553,8 @@ def test_the_embedded_path_still_loads_no_s3_library_when_generating(home, tmp_p
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "LOADED []" in out.stdout, out.stdout
-    assert len(files_under(home / "generated_content")) == 1
+    # The image and its two previews.
+    assert len(files_under(home / "generated_content")) == 3
 
 
 
@@ -624,7 +631,7 @@ def test_generate_with_postgresql_and_s3_on_a_bare_home_then_doctor(tmp_path, pg
     assert p.returncode == 0, p.stderr + p.stdout
     assert json.loads(p.stdout)["status"] == "Completed"
     assert files_under(tmp_path / "laptop" / "generated_content") == []
-    assert len(s3_storage(s3_env).list("")) == 4
+    assert len(s3_storage(s3_env).list("")) == 4 + 6  # 2 images, a video and its poster; 2 previews of each
     p = subprocess.run([sys.executable, "-m", "aigen", "doctor"], capture_output=True, text=True, env=env,
                        timeout=120)
     assert p.returncode == 0 and "3 file(s) checked" in " ".join(p.stdout.split()), p.stderr + p.stdout
