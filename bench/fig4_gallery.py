@@ -27,8 +27,22 @@ Range support on top of it (seek, then its own copyfile of that many bytes):
 the same requests and responses on both sides, a fair comparison. Whole-file
 GETs are timed too, for the record.
 
+Page weight and timing in a real browser: a second home with one page of 10
+generations of 5 images (1024x1024 PNG, about 1.2 MB each) and 5 videos
+(1280x720 H.264), made by the `local` provider (one generation, copied 9
+times), served by `aigen serve`, loaded in headless Chromium (Debian's, through
+Playwright) at 1280x800 and as a 390x844 phone at 3x. Measured from Chromium's
+network log (the DevTools protocol's bytes on the wire, headers included,
+cache off) up to network idle with nothing clicked or scrolled, and from
+PerformanceObserver: cumulative layout shift and largest contentful paint.
+Target: at most 1.5 MB, CLS under 0.02, LCP under 2.5 s. With --lighthouse
+PATH (the `lighthouse` CLI from npm; CHROME_PATH defaults to
+/usr/bin/chromium) the same page is also scored by Lighthouse, mobile and
+desktop presets; target: performance 95 or more on both.
+
     python bench/fig4_gallery.py             # about a minute
     python bench/fig4_gallery.py --quick     # a few seconds, numbers meaningless
+    python bench/fig4_gallery.py --lighthouse /path/to/node_modules/.bin/lighthouse
 """
 
 from __future__ import annotations
@@ -319,6 +333,146 @@ def fetch_whole(c: HttpClient, path: str, size: int) -> float:
     return dt
 
 
+BUDGET_BYTES = 1_500_000
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run"]
+
+
+def chromium() -> str | None:
+    exe = os.environ.get("AIGEN_CHROMIUM") or "/usr/bin/chromium"
+    return exe if os.path.exists(exe) else None
+
+
+def browser_page(args, rep: Report, tmp: Path) -> None:
+    """Page weight, CLS and LCP of a page of 10 generations in Chromium (and Lighthouse's score, when asked)."""
+    exe = chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if exe is None or sync_playwright is None:
+        rep.note("browser page: skipped (" + ("no Chromium" if exe is None else "no playwright package") + ")")
+        return
+    sys.path.insert(0, str(benchlib.ROOT / "tests"))
+    from fakes.pages import PERF_OBSERVER, measure_load, realistic_generations
+
+    from aigen.config import resolve_home
+    from aigen.store import Store
+
+    home = resolve_home(tmp / "home")
+    home.ensure()
+    store = Store(home.db_path)
+    sizes = ("256x256", "320x240", 1.0) if args.quick else ("1024x1024", "1280x720", 2.0)
+    t0 = time.perf_counter()
+    realistic_generations(home, store, "alice", 10, image_size=sizes[0], video_size=sizes[1], duration=sizes[2])
+    files = store.query("SELECT kind, sum(bytes) AS b, count(*) AS n FROM assets GROUP BY kind")
+    store.close()
+    shown = {r["kind"]: r for r in files}
+    rep.note(f"browser page: 10 generations, images {sizes[0]} ({shown['image']['b'] / MiB:.1f} MiB of PNG in "
+             f"all), videos {sizes[1]} {sizes[2]:g} s ({shown['video']['b'] / MiB:.1f} MiB), made in "
+             f"{time.perf_counter() - t0:.1f} s")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(benchlib.ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop("AIGEN_HOME", None)
+    server = Server([sys.executable, "-m", "aigen", "--home", str(home.path), "serve", "--port", "0", "--json"],
+                    env, tmp / "gallery.log")
+    base = f"http://127.0.0.1:{server.port}"
+    loads: dict[str, list[dict]] = {"desktop": [], "phone": []}
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=exe, args=LAUNCH_ARGS)
+            try:
+                for name, viewport, scale in (("desktop", {"width": 1280, "height": 800}, 1),
+                                              ("phone", {"width": 390, "height": 844}, 3)):
+                    for _ in range(max(1, args.repeat)):
+                        ctx = browser.new_context(viewport=viewport, device_scale_factor=scale)
+                        try:
+                            page = ctx.new_page()
+                            page.goto(base + "/login")
+                            page.fill("#user_id", "alice")
+                            page.click("button[type=submit]")
+                            page.wait_for_url(base + "/")
+                            page.add_init_script(PERF_OBSERVER)
+                            loads[name].append(measure_load(page, base + "/"))
+                        finally:
+                            ctx.close()
+            finally:
+                browser.close()
+        if args.lighthouse:
+            c = HttpClient(server.port)
+            c.login("alice")
+            cookie = c.cookies.get("aigen_session")
+            c.close()
+            scores = {preset: lighthouse(args.lighthouse, base + "/", cookie, preset, tmp)
+                      for preset in ("mobile", "desktop")}
+    finally:
+        server.close()
+
+    d, ph = loads["desktop"], loads["phone"]
+    weight = max(m["bytes"] for m in d + ph)
+    cls = max(m["cls"] or 0.0 for m in d + ph)
+    rep.add(Check(
+        name="gallery page weight in Chromium before any interaction (10 generations: 50 images, 50 videos)",
+        measurement_label=f"bytes on the wire at 1280x800 ({len(d[0]['requests'])} requests; a 3x phone: "
+                          f"{ph[0]['bytes'] / 1000:.0f} kB in {len(ph[0]['requests'])})",
+        measurement=float(d[0]["bytes"] / 1000), unit="kB",
+        baseline_label="the budget of issue 11 (1.5 MB)", baseline=BUDGET_BYTES / 1000,
+        ratio=benchlib.ratio(weight, BUDGET_BYTES), ratio_label="heavier of the two loads / budget (lower is better)",
+        target="<= 1.5 MB on both, and CLS < 0.02",
+        met=weight <= BUDGET_BYTES and cls < 0.02,
+        notes=[f"CLS: {max(m['cls'] or 0.0 for m in d):.4f} desktop, {max(m['cls'] or 0.0 for m in ph):.4f} phone",
+               f"the full-size files behind the tiles: {(shown['image']['b'] + shown['video']['b']) / MiB:.1f} MiB "
+               "(before previews, every image tile was its full PNG)"],
+    ))
+    lcp_d = Stats([m["lcp_ms"] for m in d], unit="ms")
+    lcp_p = Stats([m["lcp_ms"] for m in ph], unit="ms")
+    rep.add(Check(
+        name="gallery page largest contentful paint in Chromium (PerformanceObserver, loopback, no throttling)",
+        measurement_label=f"LCP at 1280x800 ({d[0]['lcp_element']})", measurement=lcp_d, unit="ms",
+        baseline_label="the 'good' threshold of Core Web Vitals", baseline=2500.0,
+        ratio=benchlib.ratio(max(lcp_d.median, lcp_p.median), 2500.0), ratio_label="slower median / 2.5 s",
+        target="LCP < 2.5 s on both", met=max(lcp_d.median, lcp_p.median) < 2500.0,
+        notes=[f"a 3x phone at 390x844: {lcp_p.describe('ms')} ({ph[0]['lcp_element']})"],
+    ))
+    rep.extra["browser_page"] = {"desktop": [{k: m[k] for k in ("bytes", "cls", "lcp_ms")} for m in d],
+                                 "phone": [{k: m[k] for k in ("bytes", "cls", "lcp_ms")} for m in ph]}
+    if not args.lighthouse:
+        rep.note("Lighthouse: not run (--lighthouse PATH, e.g. node_modules/.bin/lighthouse after "
+                 "`npm install lighthouse`)")
+        return
+    worst = min(s["score"] for s in scores.values())
+    rep.add(Check(
+        name="Lighthouse performance of the gallery page (mobile and desktop presets)",
+        measurement_label="the lower of the two scores", measurement=float(worst), unit="points",
+        baseline_label="the target of issue 11", baseline=95.0,
+        ratio=benchlib.ratio(worst, 95.0), ratio_label="score / 95 (higher is better)",
+        target=">= 95 on both, CLS < 0.02", met=worst >= 95 and max(s["cls"] for s in scores.values()) < 0.02,
+        notes=[f"{preset}: {s['score']:.0f}; FCP {s['fcp']}, LCP {s['lcp']}, TBT {s['tbt']}, CLS {s['cls']:.3f}, "
+               f"{s['bytes']}" for preset, s in scores.items()],
+    ))
+    rep.extra["lighthouse"] = scores
+
+
+def lighthouse(cli: str, url: str, cookie: str | None, preset: str, tmp: Path) -> dict:
+    """One Lighthouse run (performance only) of `url` with the session cookie; its score and metrics."""
+    out = tmp / f"lighthouse-{preset}.json"
+    cmd = [cli, url, "--only-categories=performance", "--output=json", f"--output-path={out}", "--quiet",
+           "--chrome-flags=--headless=new " + " ".join(LAUNCH_ARGS)]
+    if preset == "desktop":
+        cmd.append("--preset=desktop")
+    if cookie:
+        cmd.append("--extra-headers=" + json.dumps({"Cookie": f"aigen_session={cookie}"}))
+    env = dict(os.environ)
+    env.setdefault("CHROME_PATH", chromium() or "/usr/bin/chromium")
+    subprocess.run(cmd, check=True, env=env, timeout=600, stdout=subprocess.DEVNULL)
+    data = json.loads(out.read_text())
+    a = data["audits"]
+    return {"score": round(100 * (data["categories"]["performance"]["score"] or 0)),
+            "fcp": a["first-contentful-paint"]["displayValue"], "lcp": a["largest-contentful-paint"]["displayValue"],
+            "tbt": a["total-blocking-time"]["displayValue"], "cls": a["cumulative-layout-shift"]["numericValue"],
+            "bytes": a["total-byte-weight"]["displayValue"], "lighthouse": data.get("lighthouseVersion")}
+
+
 def main(argv=None) -> int:
     p = benchlib.parser(__doc__.split("\n\n")[0], repeat=3)
     p.add_argument("--generations", type=int, default=1000, help="generations of the one user")
@@ -327,6 +481,8 @@ def main(argv=None) -> int:
     p.add_argument("--video-mib", type=int, default=32, help="size of the served video")
     p.add_argument("--chunk-mib", type=float, default=1.0, help="size of each Range request")
     p.add_argument("--think", type=float, default=0.5, help="mean think time of the clients-as-people run (s)")
+    p.add_argument("--lighthouse", metavar="PATH", default=os.environ.get("AIGEN_LIGHTHOUSE"),
+                   help="the lighthouse CLI (npm install lighthouse): also score the page with it")
     p.add_argument("--baseline-server", metavar="DIR", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.baseline_server:
@@ -467,6 +623,8 @@ def main(argv=None) -> int:
                f"64 KiB Range requests (cost per request): aigen {Stats(media['aigen_small']).median:.0f} req/s, "
                f"http.server {Stats(media['baseline_small']).median:.0f} req/s"],
     ))
+    with benchlib.temp_dir("aigen-bench-fig4-page-") as tmp:
+        browser_page(args, rep, tmp)
     return rep.finish()
 
 

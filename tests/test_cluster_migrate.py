@@ -134,8 +134,8 @@ def test_migrate_twice_gives_the_same_counts_and_the_target_works(made_home, clu
     assert {t: v["source"] for t, v in first["tables"].items()} == counts
     assert {t: v["target"] for t, v in first["tables"].items()} == counts
     assert {t: v["copied_now"] for t, v in first["tables"].items()} == counts
-    # 4 images + 1 video + its poster
-    assert first["files"] == {"source": 6, "target": 6, "uploaded_now": 6,
+    # 4 images + 1 video + its poster, and the 2 gallery previews of each of the 5
+    assert first["files"] == {"source": 16, "target": 16, "uploaded_now": 16,
                               "bytes_uploaded_now": first["files"]["bytes_uploaded_now"]}
     assert first["not_copied"]["sessions"]["rows"] == 1
 
@@ -143,7 +143,7 @@ def test_migrate_twice_gives_the_same_counts_and_the_target_works(made_home, clu
     assert r.returncode == 0, r.stdout + r.stderr
     assert {t: v["target"] for t, v in second["tables"].items()} == counts
     assert all(v["copied_now"] == 0 for v in second["tables"].values()), second
-    assert second["files"]["target"] == 6 and second["files"]["uploaded_now"] == 0
+    assert second["files"]["target"] == 16 and second["files"]["uploaded_now"] == 0
     assert fingerprint(src) == before, "the source home was modified"
 
     # The target: rows with their ids and links, files in S3 that are real media.
@@ -202,8 +202,8 @@ def test_a_migration_killed_after_2_files_completes_when_run_again(made_home, cl
     r, again = migrate(cluster, src)
     assert r.returncode == 0, r.stdout + r.stderr
     assert again["ok"] and {t: v["target"] for t, v in again["tables"].items()} == counts
-    assert again["files"]["target"] == 6
-    assert again["files"]["uploaded_now"] == 4, "the 2 files already there were verified, not sent again"
+    assert again["files"]["target"] == 16
+    assert again["files"]["uploaded_now"] == 14, "the 2 files already there were verified, not sent again"
 
 
 def test_a_damaged_file_holds_back_its_generation_and_exits_1_then_a_rerun_completes(made_home, cluster, tmp_path):
@@ -292,7 +292,7 @@ def test_migrate_into_another_embedded_home_twice(made_home, embedded_target):
         r, data = migrate(embedded_target, src)
         assert r.returncode == 0, r.stdout + r.stderr
         assert {t: v["target"] for t, v in data["tables"].items()} == counts
-        assert data["files"]["uploaded_now"] == (6 if run == 1 else 0)
+        assert data["files"]["uploaded_now"] == (16 if run == 1 else 0)
     assert (embedded_target[0] / "aigen.db").is_file()
 
 

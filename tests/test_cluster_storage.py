@@ -103,10 +103,15 @@ def test_generate_with_s3_writes_no_file_in_the_home_and_every_object_is_valid_m
     assert files_under(home / "generated_content") == []
     assert files_under(home / "scratch") == []
     store = Store(home / "aigen.db")
-    rows = store.query("SELECT kind, path, poster_path, bytes, sha256, width, height FROM assets ORDER BY id")
+    rows = store.query("SELECT kind, path, poster_path, thumb_path, thumb2x_path, bytes, sha256, width, height "
+                       "FROM assets ORDER BY id")
     st = s3_storage(s3_env)
     expected = {r["path"] for r in rows} | {r["poster_path"] for r in rows if r["kind"] == "video"}
-    assert len(expected) == 4 and None not in expected
+    # ...and the gallery's previews of each (WebP, beside the file).
+    previews = {r[k] for r in rows for k in ("thumb_path", "thumb2x_path")}
+    assert len(expected) == 4 and None not in expected and len(previews) == 6 and None not in previews
+    assert all(st.read_bytes(k)[8:12] == b"WEBP" for k in previews)
+    expected |= previews
     assert set(st.list("generated_content/")) == expected
     gid = data["id"]
     for r in rows:
@@ -164,7 +169,8 @@ def test_a_worker_with_its_own_empty_home_and_no_shared_folder_stores_in_s3(home
     assert files_under(worker.path / "scratch") == []
     st = s3_storage(s3_env)
     assert sorted(st.list("")) == sorted(
-        [a["path"] for a in result.assets] + [a["poster_path"] for a in result.assets if a["poster_path"]])
+        [a["path"] for a in result.assets] + [a["poster_path"] for a in result.assets if a["poster_path"]]
+        + [a[k] for a in result.assets for k in ("thumb_path", "thumb2x_path")])
 
 
 def test_video_from_images_sends_the_image_read_back_from_s3(env, fake, home, s3_env, tmp_path):  # noqa: F811
@@ -264,9 +270,14 @@ def test_redirect_mode_sends_a_presigned_url_the_s3_server_serves_with_range(s3_
     forged = re.sub(r"X-Amz-Signature=([0-9a-f])", lambda m: "X-Amz-Signature=" + ("0" if m.group(1) != "0" else "1"),
                     location)
     assert c.get(forged)[0] == 403
-    # The poster too; and a download carries its Content-Disposition from S3.
+    # The poster too, and the previews; and a download carries its Content-Disposition from S3.
     status, headers, _ = c.get(f"/media/{video['id']}/poster")
     assert status == 302 and c.get(headers["location"])[2][:2] == b"\xff\xd8"
+    for variant in ("thumb", "thumb2x"):
+        status, headers, _ = c.get(f"/media/{video['id']}/{variant}")
+        assert status == 302
+        status, headers, body = c.get(headers["location"])
+        assert status == 200 and headers["content-type"] == "image/webp" and body[8:12] == b"WEBP"
     status, headers, _ = c.get(f"/media/{video['id']}?download=1")
     assert status == 302
     status, headers, body = c.get(headers["location"])
@@ -276,6 +287,29 @@ def test_redirect_mode_sends_a_presigned_url_the_s3_server_serves_with_range(s3_
     views = s3_site["store"].query("SELECT detail FROM events WHERE kind = 'asset_view' AND asset_id = ?",
                                    (video["id"],))
     assert [v["detail"] for v in views] == ["view video 1", "download video 1"]
+
+
+def test_a_missing_preview_is_made_from_the_object_and_stored_beside_it(s3_site):
+    base = s3_site["serve"]("stream")
+    b = Browser(base)
+    b.login("alice")
+    c = Http(base, b)
+    store, st = s3_site["store"], s3_site["storage"]
+    for kind in ("image", "video"):
+        a = s3_site["assets"][(kind, 1)]
+        for k in ("thumb_path", "thumb2x_path"):
+            st.delete(a[k])
+        with store.transaction() as db:
+            db.conn.execute("UPDATE assets SET thumb_path = NULL, thumb2x_path = NULL WHERE id = ?", (a["id"],))
+        status, headers, body = c.get(f"/media/{a['id']}/thumb2x")
+        assert status == 200 and headers["content-type"] == "image/webp" and body[8:12] == b"WEBP"
+        row = store.get_asset(a["id"])
+        assert row["thumb2x_path"] == a["thumb2x_path"] and st.read_bytes(row["thumb2x_path"]) == body
+        assert st.exists(row["thumb_path"])
+    # Another user asking never makes (or gets) one.
+    bob = Browser(base)
+    bob.login("bob")
+    assert Http(base, bob).get(f"/media/{s3_site['assets'][('image', 1)]['id']}/thumb")[0] == 404
 
 
 def test_another_users_file_and_a_tampered_path_are_404_and_never_presigned(s3_site):
@@ -345,6 +379,11 @@ def test_a_video_from_s3_plays_and_seeks_in_chromium(page, s3_site, delivery):  
     page.wait_for_function(
         """sel => { const i = document.querySelector(sel + ' .images img');
                     return i && i.complete && i.naturalWidth === 64; }""", arg=sec)
+    # The tile shows the video's preview (from S3 too); a click plays it in place.
+    page.wait_for_function(
+        """sel => { const i = document.querySelector(sel + ' .videos a.tile img');
+                    return i && i.complete && i.naturalWidth > 0; }""", arg=sec)
+    page.click(f"{sec} .videos a.tile")
     page.wait_for_function(
         """sel => { const v = document.querySelector(sel + ' video');
                     return v && v.readyState >= 1 && v.videoWidth === 320 && v.videoHeight === 240; }""", arg=sec)
@@ -515,7 +554,8 @@ def test_the_embedded_path_still_loads_no_s3_library_when_generating(home, tmp_p
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "LOADED []" in out.stdout, out.stdout
-    assert len(files_under(home / "generated_content")) == 1
+    # The image and its two previews.
+    assert len(files_under(home / "generated_content")) == 3
 
 
 
@@ -592,7 +632,7 @@ def test_generate_with_postgresql_and_s3_on_a_bare_home_then_doctor(tmp_path, pg
     assert p.returncode == 0, p.stderr + p.stdout
     assert json.loads(p.stdout)["status"] == "Completed"
     assert files_under(tmp_path / "laptop" / "generated_content") == []
-    assert len(s3_storage(s3_env).list("")) == 4
+    assert len(s3_storage(s3_env).list("")) == 4 + 6  # 2 images, a video and its poster; 2 previews of each
     p = subprocess.run([sys.executable, "-m", "aigen", "doctor"], capture_output=True, text=True, env=env,
                        timeout=120)
     assert p.returncode == 0 and "3 file(s) checked" in " ".join(p.stdout.split()), p.stderr + p.stdout

@@ -38,7 +38,9 @@ def test_all_assets_succeed(home, calls):
     assert result.generation["status"] == "Completed"
     assert result.generation["generated_at"]
     gen_dir = h.content_dir / "alice" / gid
-    assert sorted(p.name for p in gen_dir.iterdir()) == ["image_1.png", "image_2.png", "image_3.png"]
+    # Each image and the gallery's two previews of it.
+    assert sorted(p.name for p in gen_dir.iterdir()) == sorted(
+        f"image_{i}{ext}" for i in (1, 2, 3) for ext in (".png", ".thumb.webp", ".thumb2x.webp"))
     assert result.generation["image_paths"] == [f"generated_content/alice/{gid}/image_{i}.png" for i in (1, 2, 3)]
     for a in result.assets:
         assert a["status"] == "done" and a["attempts"] == 1
@@ -169,7 +171,7 @@ def test_sigkill_mid_run_then_retry_completes_without_redoing(home, calls, tmp_p
     # No partial file ever stands at a final path: every final-named file is a done asset.
     for p in gen_dir.iterdir():
         if not p.name.startswith("."):
-            assert int(p.stem.split("_")[1]) in done_before
+            assert int(p.name.split(".")[0].split("_")[1]) in done_before  # a file, or a preview of it
     calls_before = len(calls())
 
     from typer.testing import CliRunner

@@ -89,8 +89,9 @@ def test_login_by_user_id_on_loopback_then_gallery_then_logout(env):
     g = c.get("/")
     assert g.status == 200
     assert "a red fox at dawn" in g.text and f'id="g-{gid}"' in g.text
-    assert g.text.count('<video controls preload="metadata"') == 5
-    assert g.text.count("<img ") == 5
+    # A gallery page fetches no video until one is played: its tile is a preview that links to the file.
+    assert g.text.count('<video') == 0 and g.text.count('data-video="/media/') == 5
+    assert g.text.count('<a class="tile" href="/media/') == 10  # 5 images, 5 videos
     assert "Logged in as <strong>alice</strong>" in g.text
     assert g.header("cache-control") == "no-store"
 
@@ -407,7 +408,7 @@ def test_failed_generation_shows_what_was_made_what_failed_and_the_retry_command
     assert "Video 2: provider said no to video 2" in r.text
     assert "Image 4: provider said no to image 4" in r.text
     assert f"aigen retry {gid}" in r.text
-    assert r.text.count("<video ") == 4 and r.text.count("<img ") == 4
+    assert r.text.count('<figure class="video">') == 4 and r.text.count('<figure class="image">') == 4
 
 
 def test_a_cached_section_is_replaced_when_a_retry_finishes_the_generation(env):
@@ -433,7 +434,7 @@ def test_a_cached_section_is_replaced_when_a_retry_finishes_the_generation(env):
     assert env.store.finalize_generation(gid) == "Completed"
     r = c.get("/")
     assert "badge-completed" in r.text and "badge-failed" not in r.text
-    assert r.text.count("<img ") == 5
+    assert r.text.count('<figure class="image">') == 5
 
 
 def test_completed_generation_has_videos_with_posters_images_and_downloads(env):
@@ -443,11 +444,15 @@ def test_completed_generation_has_videos_with_posters_images_and_downloads(env):
     r = c.get(f"/g/{gid}")
     assert r.status == 200
     for vid in video_ids(env.store, gid):
-        assert f'src="/media/{vid}" poster="/media/{vid}/poster"' in r.text
-        assert f'href="/media/{vid}?download=1" download' in r.text
+        # The tile shows the video's previews (made from its poster frame) and links to the file.
+        assert (f'<a class="tile" href="/media/{vid}" data-video="/media/{vid}" data-label="Video ') in r.text
+        assert f'<img src="/media/{vid}/thumb" srcset="/media/{vid}/thumb 1x, /media/{vid}/thumb2x 2x"' in r.text
+        assert f'href="/media/{vid}?download=1" download>Download<span class="vh"> video ' in r.text
     for iid in image_ids(env.store, gid):
-        assert f'<a href="/media/{iid}" title="Open full size"><img src="/media/{iid}"' in r.text
-        assert f'href="/media/{iid}?download=1" download' in r.text
+        # The tile shows the previews (1x, 2x) and opens the file itself.
+        assert (f'<a class="tile" href="/media/{iid}" title="Open full size"><img src="/media/{iid}/thumb" '
+                f'srcset="/media/{iid}/thumb 1x, /media/{iid}/thumb2x 2x"') in r.text
+        assert f'href="/media/{iid}?download=1" download>Download<span class="vh"> image ' in r.text
     assert "Requested" in r.text and "Finished" in r.text
     assert events(env.store, kind="generation_view")[0]["generation_id"] == gid
 

@@ -28,6 +28,10 @@ def doctor(
                                      help="Mark assets whose file is missing or damaged as failed (a damaged file "
                                           "is kept as NAME.bad) so `aigen retry ID` makes them again; paid "
                                           "providers are paid again."),
+    thumbnails: bool = typer.Option(False, "--thumbnails",
+                                    help="Make the gallery's previews (WebP, 256 and 512 px) of every image and "
+                                         "video that has none; the gallery also makes one when it first shows "
+                                         "a file without."),
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
 ) -> None:
     """Check the home: the database (PRAGMA quick_check), every file it lists (size; sha256 with --deep),
@@ -49,7 +53,7 @@ def doctor(
         if not home.path.is_dir():
             raise BadInput(f"no aigen home at {home.path} (from {home.source}): nothing to check",
                            hint="choose the home with --home DIR or AIGEN_HOME")
-        mending = fix or remove_temp or clear_stale_locks or move_orphans or requeue_bad
+        mending = fix or remove_temp or clear_stale_locks or move_orphans or requeue_bad or thumbnails
         if mending and home.read_only_mount():
             # Checking works there (the database is opened read-only); a mend would fail half-way.
             err = read_only_home(home.path)
@@ -73,6 +77,10 @@ def doctor(
                 p.remedy = re.sub(r"\baigen (?=doctor|retry)", lambda m: prefix, p.remedy)
         if flags:
             mend(report, home, flags)
+        if thumbnails:
+            from aigen.cli.doctor_checks import make_thumbnails
+
+            make_thumbnails(report, home)
     except AigenError as e:
         fail(e, as_json=as_json)
     remaining = [p for p in report.problems if not p.mended]
@@ -82,6 +90,7 @@ def doctor(
             "healthy": not report.problems,
             "deep": deep,
             "database": report.database,
+            **({"thumbnails": report.thumbnails} if report.thumbnails is not None else {}),
             "problems": [p.to_dict() for p in report.problems],
             "mended": sum(1 for p in report.problems if p.mended),
             "remaining": len(remaining),

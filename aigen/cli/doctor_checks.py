@@ -38,6 +38,7 @@ class Report:
     deep: bool
     database: dict = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    thumbnails: dict | None = None  # with --thumbnails: {"made": N, "failed": N}
 
     def add(self, **kw) -> Problem:
         p = Problem(**kw)
@@ -441,7 +442,7 @@ def _requeue(report: Report, home, problems: list[Problem]) -> None:
         with store.transaction() as db:
             row = db.conn.execute("SELECT kind FROM assets WHERE id = ?", (p.asset_id,)).fetchone()
             db.conn.execute(
-                "UPDATE assets SET status = 'failed', path = NULL, poster_path = NULL, error = ?, "
+                "UPDATE assets SET status = 'failed', path = NULL, poster_path = NULL, thumb_path = NULL, thumb2x_path = NULL, error = ?, "
                 "error_code = 'doctor', updated_at = ? WHERE id = ?",
                 (f"{reason} (found by aigen doctor)", now_s, p.asset_id),
             )
@@ -458,6 +459,27 @@ def _requeue(report: Report, home, problems: list[Problem]) -> None:
             )
         p.mended = "marked failed; make it again with aigen retry " + p.generation_id + (
             f" (the damaged file is kept as {kept})" if kept else "")
+
+
+def make_thumbnails(report: Report, home) -> None:
+    """--thumbnails: the gallery's previews of every done asset without them; each that cannot be
+    made is a problem (its file is not a picture or a video that decodes: --requeue-bad's kind of trouble)."""
+    from aigen.pipeline.thumbs import make_missing
+    from aigen.storage import from_config
+    from aigen.store import open_store
+
+    store = open_store(home)
+    try:
+        made, failed = make_missing(store, from_config(home.path, None))
+    finally:
+        store.close()
+    report.thumbnails = {"made": made, "failed": len(failed)}
+    for row, why in failed:
+        gid = row["generation_id"]
+        report.add(kind="thumbnail_failed",
+                   message=f"{row['kind']} {row['idx']} of generation {gid}: no preview could be made: {why}",
+                   path=row["path"], generation_id=gid, asset_id=row["id"],
+                   remedy=f"aigen doctor --deep (is the file damaged?); the gallery shows the file itself meanwhile")
 
 
 def print_report(report: Report, remaining: list[Problem]) -> None:
@@ -485,6 +507,10 @@ def print_report(report: Report, remaining: list[Problem]) -> None:
             console.print(f"    [green]mended:[/] {escape(p.mended)}", highlight=False, soft_wrap=True)
         else:
             console.print(f"    mend: {escape(p.remedy)}", highlight=False, soft_wrap=True)
+    if report.thumbnails is not None:
+        t = report.thumbnails
+        console.print(f"Thumbnails: made for {t['made']} file(s)"
+                      + (f"; {t['failed']} could not be made." if t["failed"] else "."), highlight=False)
     for err in db.get("mend_errors") or []:
         console.print(f"[red]could not mend[/] {escape(err)}", highlight=False, soft_wrap=True)
     if not report.problems:

@@ -685,7 +685,9 @@ class Runner:
         stored there now, before the row says it is done)."""
         info = dict(info, path=key, bytes=local.stat().st_size, sha256=sha256_file(local))
         if asset["kind"] == "video":
-            info["poster_path"] = self._poster(local, key, directory)
+            self._poster(local, key, directory, info)
+        else:
+            info.update(self._thumbs(local, key, directory))
         if upload:
             from aigen.storage import StorageError
 
@@ -717,8 +719,23 @@ class Runner:
             hint=f"once the storage is reachable: aigen retry {gen['id']}",
         )
 
-    def _poster(self, video: Path, video_key: str, directory: Path) -> str | None:
-        """A poster frame for the gallery's <video poster>; a failure here is not fatal."""
+    def _thumbs(self, picture: Path, key: str, directory: Path) -> dict:
+        """The gallery's previews of the file stored under `key`, from the local picture `picture`
+        (the image, or a video's poster frame): the row's fields, or {} when they could not be made
+        (not fatal: the gallery makes them when it first shows the file)."""
+        from aigen.pipeline.thumbs import store_thumbnails
+
+        try:
+            return store_thumbnails(self.storage, picture, key, directory)
+        except (AigenError, OSError) as e:
+            log.warning("could not make the previews of %s: %s", key, getattr(e, "message", None) or e)
+        except Exception:
+            log.warning("could not make the previews of %s", key, exc_info=True)
+        return {}
+
+    def _poster(self, video: Path, video_key: str, directory: Path, info: dict) -> None:
+        """A poster frame for the gallery's <video poster> (info["poster_path"]), and the previews made from it;
+        a failure here is not fatal."""
         from aigen.media.probe import make_poster
 
         stem = video_key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
@@ -731,17 +748,16 @@ class Runner:
             tmp = temp_path_for(directory / f"{stem}.poster.jpg")
         try:
             make_poster(video, tmp)
+            info.update(self._thumbs(tmp, video_key, directory))
             if poster is not None:
                 place(tmp, poster)
             else:
                 self.storage.put_file(tmp, key)
-            return key
+            info["poster_path"] = key
         except (AigenError, OSError) as e:  # a known fault (the store refused, a full disk): one line
             log.warning("could not make a poster for %s: %s", video_key, getattr(e, "message", None) or e)
-            return None
         except Exception:
             log.warning("could not make a poster for %s", video_key, exc_info=True)
-            return None
         finally:
             tmp.unlink(missing_ok=True)
 

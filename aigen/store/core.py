@@ -529,6 +529,9 @@ class Store:
             fields = {k: info[k] for k in (
                 "path", "poster_path", "bytes", "sha256", "width", "height", "duration", "model", "cost", "fps"
             ) if k in info}
+            # The previews of this file, or none (NULL: made when the gallery first shows it): never the
+            # previews of a file this one replaces.
+            fields.update(thumb_path=info.get("thumb_path"), thumb2x_path=info.get("thumb2x_path"))
             # `note`: how the kept file differs from the ask (None: it does not).
             fields.update(status="done", finished_at=now_s, updated_at=now_s, error=None, error_code=None,
                           refused=None, note=info.get("note"), progress=1.0)

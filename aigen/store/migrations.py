@@ -432,3 +432,17 @@ def m0015_deleted_generations(db):
         if_not_exists=True,
     )
     db["deleted_generations"].create_index(["user_id", "created_at"], if_not_exists=True)
+
+
+@migrations(name="0016_asset_thumbnails")
+def m0016_asset_thumbnails(db):
+    # The gallery's tiles show small previews (issue 11, item 1), not the full
+    # file: a WebP 256 px (1x) and 512 px (2x) on the long side, made with each
+    # image (and from each video's poster frame) and stored beside it. NULL: not
+    # made yet (the gallery makes it when first shown; `aigen doctor --thumbnails`
+    # makes them all).
+    assets = db["assets"]
+    if "thumb_path" not in assets.columns_dict:
+        assets.add_column("thumb_path", str)
+    if "thumb2x_path" not in assets.columns_dict:
+        assets.add_column("thumb2x_path", str)

@@ -235,4 +235,8 @@ CREATE TABLE IF NOT EXISTS deleted_generations (
 );
 CREATE INDEX IF NOT EXISTS idx_deleted_generations_user_id_created_at ON deleted_generations (user_id, created_at);
 """),
+    ("0016_asset_thumbnails", """
+ALTER TABLE assets ADD COLUMN IF NOT EXISTS thumb_path TEXT COLLATE "C";
+ALTER TABLE assets ADD COLUMN IF NOT EXISTS thumb2x_path TEXT COLLATE "C";
+"""),
 ]

@@ -14,11 +14,12 @@ asset id in the database and checked against the logged-in user):
     POST /g/<id>/retry             Resume a stalled run or Retry a failed one (CSRF; owner only; logged)
     GET  /media/<asset_id>         the file (Range, ETag); ?download=1 to save it
     GET  /media/<asset_id>/poster  the poster frame of a video
+    GET  /media/<asset_id>/thumb   its tile's preview, WebP 256 px (thumb2x: 512 px), made on first ask if missing
     GET  /api/generations[?page=N&q=&status=&provider=&sort=], /api/generations/<id>, /api/generations/<id>/status
     GET  /api/live[?page=N|?g=ID]  what the live page polls: counts, statuses, asset progress (ETag; not logged)
     GET  /new, POST /new, POST /api/generations, /g/<id>/again, /g/<id>/delete, /g/<id>/download.zip:
                                    asking for content, Make again, Delete, Download all (aigen/web/actions.py)
-    GET  /static/<name>            style.css, gallery.js, viewer.js, actions.js, favicon.svg (a fixed list)
+    GET  /static/<name>            style.css, gallery.js, viewer.js, actions.js, tiles.js, favicon.svg (a fixed list)
 
 Every login attempt and every view is written to the `events` table.
 """
@@ -74,6 +75,7 @@ STATIC_FILES = {
     "gallery.js": "text/javascript; charset=utf-8",
     "viewer.js": "text/javascript; charset=utf-8",
     "actions.js": "text/javascript; charset=utf-8",
+    "tiles.js": "text/javascript; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
 COOKIE = "aigen_session"
@@ -266,6 +268,8 @@ class Gallery:
         self.sections = SectionCache()
         self._wf_client = None
         self._wf_lock = threading.Lock()
+        self._thumb_locks: dict[int, threading.Lock] = {}
+        self._thumb_locks_guard = threading.Lock()
         self.static = {}
         for name in STATIC_FILES:
             data = (STATIC_DIR / name).read_bytes()
@@ -1065,8 +1069,15 @@ class Gallery:
         raise self.redirect(back if back != "/" else f"/#g-{gen_id}")
 
     # -- routes: files ---------------------------------------------------------------------
-    def media(self, asset_id: int | str, poster: bool = False):
+    # What /media/ID/<variant> serves: the column of the assets row that names the file.
+    VARIANTS = {"poster": "poster_path", "thumb": "thumb_path", "thumb2x": "thumb2x_path"}
+
+    def media(self, asset_id: int | str, variant: str | None = None):
+        """The file of an asset, or (`variant`) its poster frame or a preview; only for its owner.
+
+        A file shown as a preview (a poster, a thumbnail) is not logged as a view of the asset."""
         asset_id = int(asset_id)
+        poster = variant is not None
         user = self.current_user()
         via_basic = False
         if user is None:
@@ -1075,12 +1086,22 @@ class Gallery:
         if user is None:
             raise HTTPError(401, "Log in first.")
         row = self.store.query_one(
-            "SELECT a.id, a.kind, a.idx, a.status, a.path, a.poster_path, a.sha256, a.generation_id, g.user_id "
-            "FROM assets a JOIN generations g ON g.id = a.generation_id WHERE a.id = ?", (asset_id,))
+            "SELECT a.id, a.kind, a.idx, a.status, a.path, a.poster_path, a.thumb_path, a.thumb2x_path, a.sha256, "
+            "a.generation_id, g.user_id FROM assets a JOIN generations g ON g.id = a.generation_id WHERE a.id = ?",
+            (asset_id,))
         # Another user's asset is answered exactly like a missing one.
         if row is None or row["user_id"] != user or row["status"] != "done":
             raise HTTPError(404)
-        rel = row["poster_path"] if poster else row["path"]
+        rel = row[self.VARIANTS[variant]] if variant else row["path"]
+        if variant in ("thumb", "thumb2x"):
+            if rel is None:
+                rel = self.lazy_thumbnail(row, variant)
+            from aigen.pipeline.thumbs import owned_key
+
+            # A preview lies in its generation's own folder, always (made there by aigen): anything else
+            # in the row is not served.
+            if owned_key(row, rel) is None:
+                raise HTTPError(404)
         if not self.local_files:
             return self.stored_media(row, rel, poster, user, via_basic)
         path = resolve_in_home(self.storage.root, rel)
@@ -1143,7 +1164,48 @@ class Gallery:
         return self._media_sent(res, rng, row, user, poster, download, via_basic, (200, 206, 302, 304))
 
     def poster(self, asset_id: int):
-        return self.media(asset_id, poster=True)
+        return self.media(asset_id, "poster")
+
+    def thumb(self, asset_id: int):
+        return self.media(asset_id, "thumb")
+
+    def thumb2x(self, asset_id: int):
+        return self.media(asset_id, "thumb2x")
+
+    def lazy_thumbnail(self, row: dict, variant: str) -> str:
+        """The key of a preview the asset had none of, made now (once, whichever request asks first);
+        when it cannot be made (a read-only home, a file that is not a picture), a 302 to what the
+        tile can show instead: the file itself for an image, the poster for a video."""
+        from aigen.errors import AigenError
+        from aigen.pipeline.thumbs import ensure_thumbnails
+
+        if not self.readonly:
+            with self._thumb_lock(row["id"]):
+                fresh = self.store.query_one("SELECT thumb_path, thumb2x_path, path FROM assets WHERE id = ?",
+                                             (row["id"],))
+                key = fresh and fresh[self.VARIANTS[variant]]
+                if key is None and fresh and fresh["path"] == row["path"]:
+                    try:
+                        key = ensure_thumbnails(self.store, self.storage, row)[self.VARIANTS[variant]]
+                    except (AigenError, OSError) as e:
+                        log.warning("no preview for asset %s: %s", row["id"], getattr(e, "message", None) or e)
+                    except Exception:
+                        log.warning("no preview for asset %s", row["id"], exc_info=True)
+                if key is not None:
+                    return key
+        if row["kind"] == "video" and not row["poster_path"]:
+            raise HTTPError(404)
+        target = f"/media/{row['id']}" + ("/poster" if row["kind"] == "video" else "")
+        raise HTTPResponse(status=302, headers={"Location": target, "Cache-Control": "private, no-store"})
+
+    def _thumb_lock(self, asset_id: int) -> threading.Lock:
+        with self._thumb_locks_guard:
+            lock = self._thumb_locks.get(asset_id)
+            if lock is None:
+                if len(self._thumb_locks) > 1024:
+                    self._thumb_locks = {k: v for k, v in self._thumb_locks.items() if v.locked()}
+                lock = self._thumb_locks[asset_id] = threading.Lock()
+            return lock
 
     def favicon(self):
         # Browsers ask for /favicon.ico on pages without a <link rel=icon>,
@@ -1216,6 +1278,8 @@ def make_app(settings: WebSettings) -> Bottle:
     from aigen.web import actions
 
     app.actions = actions.register(app, g, start=settings.start, limits=settings.limits)
+    app.route(f"/media/<asset_id:re:{ASSET_ID}>/thumb", "GET", g.thumb)
+    app.route(f"/media/<asset_id:re:{ASSET_ID}>/thumb2x", "GET", g.thumb2x)
     app.route("/static/<name>", "GET", g.static_file)
     app.route("/favicon.ico", "GET", g.favicon)
     for code in (400, 401, 403, 404, 405, 413, 429, 500):

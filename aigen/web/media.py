@@ -18,6 +18,7 @@ CONTENT_TYPES = {
     ".png": "image/png",
     ".jpg": "image/jpeg",
     ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
     ".mp4": "video/mp4",
 }
 CHUNK = 256 * 1024

@@ -64,10 +64,17 @@ def _asset_view(a: dict) -> dict:
         "url": None,
         "download_url": None,
         "poster_url": None,
+        # The tile's previews (WebP, 256 and 512 px on the long side): made with the file, or by the
+        # gallery the first time they are asked for.
+        "thumb_url": None,
+        "thumb2x_url": None,
+        "format": ext.lstrip(".").upper() or None,  # what Download saves: PNG, JPG, MP4
     }
     if a["status"] == "done" and a.get("path"):
         view["url"] = f"/media/{a['id']}"
         view["download_url"] = f"/media/{a['id']}?download=1"
+        view["thumb_url"] = f"/media/{a['id']}/thumb"
+        view["thumb2x_url"] = f"/media/{a['id']}/thumb2x"
         if a["kind"] == "video" and a.get("poster_path"):
             view["poster_url"] = f"/media/{a['id']}/poster"
     return view
@@ -193,7 +200,7 @@ def api_dict(g: dict, base_url: str = "") -> dict:
     def asset(a: dict) -> dict:
         d = {k: a[k] for k in ("id", "kind", "index", "status", "width", "height", "duration", "fps", "bytes",
                                "sha256", "provider", "model", "seed", "attempts", "error", "error_code", "note")}
-        for key in ("url", "download_url", "poster_url"):
+        for key in ("url", "download_url", "poster_url", "thumb_url", "thumb2x_url"):
             d[key] = f"{base_url}{a[key]}" if a[key] else None
         return d
 
@@ -212,6 +219,19 @@ def api_dict(g: dict, base_url: str = "") -> dict:
         "images": [asset(a) for a in g["images"]],
         "assets": [asset(a) for a in g["assets"]],
     }
+
+
+def short_text(text: str | None, limit: int = 80) -> str:
+    """``text`` on one line, cut at a word before ``limit`` characters with an ellipsis when longer:
+    a page title, a video's accessible name. (Escaping is the template's job.)"""
+    one = " ".join((text or "").split())
+    if len(one) <= limit:
+        return one
+    cut = one[: limit - 1]
+    space = cut.rfind(" ")
+    if space >= limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,.;:-") + "…"
 
 
 def local_time(iso_text: str | None) -> str:

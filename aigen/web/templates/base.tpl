@@ -13,6 +13,7 @@
 <script src="/static/gallery.js" defer></script>
 <script src="/static/viewer.js" defer></script>
 <script src="/static/actions.js" defer></script>
+<script src="/static/tiles.js" defer></script>
 </head>
 <body data-poll-ms="{{poll_ms}}" data-idle-poll-ms="{{get('idle_poll_ms', 20000)}}">
 <header class="topbar">

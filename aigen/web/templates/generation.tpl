@@ -1,4 +1,5 @@
-% rebase('base', title='Generation ' + g['id'])
+% from aigen.web.views import short_text
+% rebase('base', title=short_text(g['prompt'], 70) or 'Generation ' + g['id'])
 <p class="crumbs"><a href="/">← All generations</a></p>
 % include('section', g=g, full=True, eager=True)
 <section class="details">
@@ -20,19 +21,19 @@
     <tbody>
     % for a in g['assets']:
     <tr class="asset-{{a['status']}}">
-      <td>{{a['kind']}} {{a['index']}}</td>
-      <td>{{a['status']}}</td>
-      <td>{{size(a['bytes'])}}</td>
-      <td>{{'%sx%s' % (a['width'], a['height']) if a['width'] else ''}}{{(', %.1f s' % a['duration']) if a['duration'] and a['kind'] == 'video' else ''}}
+      <td data-label="Asset">{{a['kind']}} {{a['index']}}</td>
+      <td data-label="Status">{{a['status']}}</td>
+      <td data-label="Size">{{size(a['bytes'])}}</td>
+      <td data-label="Dimensions">{{'%sx%s' % (a['width'], a['height']) if a['width'] else ''}}{{(', %.1f s' % a['duration']) if a['duration'] and a['kind'] == 'video' else ''}}
         % if a.get('note'):
         <br><small class="note">{{a['note']}}</small>
         % end
       </td>
-      <td>{{a['seed'] if a['seed'] is not None else ''}}</td>
-      <td>{{a['attempts'] or 0}}</td>
-      <td>
+      <td data-label="Seed">{{a['seed'] if a['seed'] is not None else ''}}</td>
+      <td data-label="Tries">{{a['attempts'] or 0}}</td>
+      <td data-label="File or error">
         % if a['url']:
-        <a href="{{a['url']}}">{{a['name']}}</a> · <a href="{{a['download_url']}}" download>Download</a>
+        <a href="{{a['url']}}">{{a['name']}}</a> · <a href="{{a['download_url']}}" download>Download<span class="vh"> {{a['kind']}} {{a['index']}} ({{a['format']}}, {{size(a['bytes'])}})</span></a>
         % elif a['error']:
         {{a['error']}}
         % end

@@ -1,3 +1,4 @@
+% from aigen.web.views import short_text as short
 % status = g['status']
 % state = g.get('run_state')
 % stalled = status == 'Processing' and state in ('stalled', 'no_worker')
@@ -68,28 +69,34 @@
   % for kind, title in (('video', 'Videos'), ('image', 'Images')):
   %   tiles = [a for a in g['assets'] if a['kind'] == kind and (a['url'] or live)]
   %   if tiles:
-  <h3 class="kind-title" data-live-key="{{kind}}-title">{{title}}</h3>
+  <h{{2 if full else 3}} class="kind-title" data-live-key="{{kind}}-title">{{title}}</h{{2 if full else 3}}>
   <div class="{{kind}}s" data-live-key="{{kind}}s" data-live="list">
     % for a in tiles:
+    %   label = '%s %d: %s' % (kind.capitalize(), a['index'], short(g['prompt'], 100))
     %   if not a['url']:
     <figure class="pending {{kind}} pending-{{a['status']}}" data-live-key="p-{{a['id']}}" data-pending="{{a['id']}}">
       <svg viewBox="0 0 {{a['width'] or 4}} {{a['height'] or 3}}" aria-hidden="true" focusable="false"></svg>
       <figcaption><span>{{kind.capitalize()}} {{a['index']}}</span>
         <span class="pending-state">{{'failed' if a['status'] == 'failed' else ('making' if a['status'] == 'running' else 'waiting')}}</span></figcaption>
     </figure>
-    %   elif kind == 'video':
-    <figure class="video" data-live-key="a-{{a['id']}}" data-asset="{{a['id']}}" data-kind="video" data-index="{{a['index']}}" data-src="{{a['url']}}" data-download="{{a['download_url']}}" data-poster="{{a['poster_url'] or ''}}" data-name="{{a['name']}}" data-provider="{{a['provider'] or ''}}" data-model="{{a['model'] or ''}}" data-width="{{a['width'] or ''}}" data-height="{{a['height'] or ''}}" data-duration="{{a['duration'] or ''}}" data-seed="{{'' if a['seed'] is None else a['seed']}}" data-bytes="{{a['bytes'] or ''}}">
-      <video controls preload="metadata" playsinline src="{{a['url']}}" poster="{{a['poster_url'] or ''}}"
-             width="{{a['width'] or ''}}" height="{{a['height'] or ''}}"></video>
-      <figcaption><a href="{{a['url']}}" title="Open large">Video {{a['index']}}{{(' · %.1f s' % a['duration']) if a['duration'] else ''}}</a>
-        <a href="{{a['download_url']}}" download>Download</a></figcaption>
-    </figure>
     %   else:
-    <figure class="image" data-live-key="a-{{a['id']}}" data-asset="{{a['id']}}" data-kind="image" data-index="{{a['index']}}" data-src="{{a['url']}}" data-download="{{a['download_url']}}" data-name="{{a['name']}}" data-provider="{{a['provider'] or ''}}" data-model="{{a['model'] or ''}}" data-width="{{a['width'] or ''}}" data-height="{{a['height'] or ''}}" data-seed="{{'' if a['seed'] is None else a['seed']}}" data-bytes="{{a['bytes'] or ''}}">
-      <a href="{{a['url']}}" title="Open full size"><img src="{{a['url']}}" alt="Image {{a['index']}}: {{g['prompt']}}" loading="{{'eager' if eager else 'lazy'}}"
-           width="{{a['width'] or ''}}" height="{{a['height'] or ''}}"></a>
-      <figcaption><span>Image {{a['index']}}</span>
-        <a href="{{a['download_url']}}" download>Download</a></figcaption>
+    <figure class="{{kind}}" data-live-key="a-{{a['id']}}" data-asset="{{a['id']}}" data-kind="{{kind}}" data-index="{{a['index']}}" data-src="{{a['url']}}" data-download="{{a['download_url']}}" data-poster="{{a['poster_url'] or ''}}" data-name="{{a['name']}}" data-provider="{{a['provider'] or ''}}" data-model="{{a['model'] or ''}}" data-width="{{a['width'] or ''}}" data-height="{{a['height'] or ''}}" data-duration="{{a['duration'] or ''}}" data-seed="{{'' if a['seed'] is None else a['seed']}}" data-bytes="{{a['bytes'] or ''}}">
+      <a class="tile" href="{{a['url']}}" title="Open large"
+      % if kind == 'video':
+         data-video="{{a['url']}}" data-label="{{label}}"
+      % end
+         ><img src="{{a['thumb_url']}}" srcset="{{a['thumb_url']}} 1x, {{a['thumb2x_url']}} 2x"
+           alt="{{label}}" loading="{{'eager' if eager else 'lazy'}}" decoding="async"
+      % if a['width'] and a['height']:
+           width="{{a['width']}}" height="{{a['height']}}"
+      % end
+           >
+      % if kind == 'video':
+      <span class="play" aria-hidden="true"></span>
+      % end
+      </a>
+      <figcaption><span>{{kind.capitalize()}} {{a['index']}}{{(' · %.1f s' % a['duration']) if kind == 'video' and a['duration'] else ''}}</span>
+        <a href="{{a['download_url']}}" download>Download<span class="vh"> {{kind}} {{a['index']}} ({{a['format']}}, {{size(a['bytes'])}})</span></a></figcaption>
     </figure>
     %   end
     % end
