@@ -408,7 +408,7 @@ def test_failed_generation_shows_what_was_made_what_failed_and_the_retry_command
     assert "Video 2: provider said no to video 2" in r.text
     assert "Image 4: provider said no to image 4" in r.text
     assert f"aigen retry {gid}" in r.text
-    assert r.text.count('<figure class="video">') == 4 and r.text.count('<figure class="image">') == 4
+    assert r.text.count('<figure class="video" data-live-key=') == 4 and r.text.count('<figure class="image" data-live-key=') == 4
 
 
 def test_a_cached_section_is_replaced_when_a_retry_finishes_the_generation(env):
@@ -434,7 +434,7 @@ def test_a_cached_section_is_replaced_when_a_retry_finishes_the_generation(env):
     assert env.store.finalize_generation(gid) == "Completed"
     r = c.get("/")
     assert "badge-completed" in r.text and "badge-failed" not in r.text
-    assert r.text.count('<figure class="image">') == 5
+    assert r.text.count('<figure class="image" data-live-key=') == 5
 
 
 def test_completed_generation_has_videos_with_posters_images_and_downloads(env):

@@ -103,12 +103,15 @@ def test_a_generation_asked_for_from_the_form_is_made_and_its_video_plays(page, 
     gen = store.get_generation(gid)
     assert gen["user_id"] == "carol" and gen["prompt"] == "a paper boat on a green river"
     # Made by the detached process; the page notices and shows the result.
-    page.wait_for_selector(f'#g-{gid}[data-status="Completed"] video', timeout=180_000)
+    page.wait_for_selector(f'#g-{gid}[data-status="Completed"] .videos a.tile', timeout=180_000)
     assert store.get_generation(gid)["status"] == "Completed"
-    page.evaluate("""async id => { const v = document.querySelector('#g-' + id + ' video');
-                                   v.muted = true; await v.play(); }""", gid)
-    page.wait_for_function("id => document.querySelector('#g-' + id + ' video').currentTime > 0.3", arg=gid)
-    assert page.evaluate("id => document.querySelector('#g-' + id + ' video').error", gid) is None
+    # Its tile opens it in the viewer, where it plays.
+    page.click(f"#g-{gid} .videos a.tile")
+    page.wait_for_selector("dialog.viewer[open] video")
+    page.evaluate("""async () => { const v = document.querySelector('dialog.viewer video');
+                                   v.muted = true; await v.play(); }""")
+    page.wait_for_function("() => document.querySelector('dialog.viewer video').currentTime > 0.3")
+    assert page.evaluate("document.querySelector('dialog.viewer video').error") is None
     ev = store.query("SELECT ok, detail FROM events WHERE kind = 'generation_requested' AND generation_id = ?", (gid,))
     assert len(ev) == 1 and ev[0]["ok"] == 1 and ev[0]["detail"].startswith("form: 2 asset(s), pid ")
     assert page.problems == []
@@ -158,5 +161,6 @@ def test_delete_removes_the_rows_and_files_and_logs_an_event(page, site):
     assert store.query_one("SELECT count(*) AS n FROM assets WHERE generation_id = ?", (gid,))["n"] == 0
     ev = store.query("SELECT ok, user_id, detail FROM events WHERE kind = 'generation_deleted' AND generation_id = ?",
                      (gid,))
-    assert ev == [{"ok": 1, "user_id": "dave", "detail": "from the gallery: 3 file(s)"}]
+    # The image, the video, its poster and the 1x/2x previews of both.
+    assert ev == [{"ok": 1, "user_id": "dave", "detail": "from the gallery: 7 file(s)"}]
     assert page.problems == []

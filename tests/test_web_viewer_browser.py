@@ -130,7 +130,7 @@ def test_the_viewer_by_click_keys_buttons_swipe_and_back_to_the_tile(page, shown
     page.wait_for_url(f"{base}/")  # the history entry the viewer added is gone again
 
     # By the keyboard alone: to a video's link, Enter; the close button; focus back on that tile.
-    page.focus(f'{sec} figure[data-kind="video"][data-index="1"] figcaption a[title="Open large"]')
+    page.focus(f'{sec} figure[data-kind="video"][data-index="1"] a.tile')
     page.keyboard.press("Enter")
     page.wait_for_selector("dialog.viewer[open]")
     assert viewer_title(page) == "Video 1 · 1 of 5"

@@ -81,11 +81,11 @@
     </figure>
     %   else:
     <figure class="{{kind}}" data-live-key="a-{{a['id']}}" data-asset="{{a['id']}}" data-kind="{{kind}}" data-index="{{a['index']}}" data-src="{{a['url']}}" data-download="{{a['download_url']}}" data-poster="{{a['poster_url'] or ''}}" data-name="{{a['name']}}" data-provider="{{a['provider'] or ''}}" data-model="{{a['model'] or ''}}" data-width="{{a['width'] or ''}}" data-height="{{a['height'] or ''}}" data-duration="{{a['duration'] or ''}}" data-seed="{{'' if a['seed'] is None else a['seed']}}" data-bytes="{{a['bytes'] or ''}}">
-      <a class="tile" href="{{a['url']}}" title="Open large"
       % if kind == 'video':
-         data-video="{{a['url']}}" data-label="{{label}}"
+      <a class="tile" href="{{a['url']}}" data-video="{{a['url']}}" data-label="{{label}}"><img src="{{a['thumb_url']}}" srcset="{{a['thumb_url']}} 1x, {{a['thumb2x_url']}} 2x"
+      % else:
+      <a class="tile" href="{{a['url']}}" title="Open full size"><img src="{{a['thumb_url']}}" srcset="{{a['thumb_url']}} 1x, {{a['thumb2x_url']}} 2x"
       % end
-         ><img src="{{a['thumb_url']}}" srcset="{{a['thumb_url']}} 1x, {{a['thumb2x_url']}} 2x"
            alt="{{label}}" loading="{{'eager' if eager else 'lazy'}}" decoding="async"
       % if a['width'] and a['height']:
            width="{{a['width']}}" height="{{a['height']}}"
