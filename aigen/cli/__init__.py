@@ -31,7 +31,16 @@ class _Group(typer.core.TyperGroup):
     A full disk, a read-only home or a broken database met where a command
     did not expect it (an OSError, an sqlite3 error) is reported like every
     other error: message, hint, exit 1 (no space) or 2 (read-only, broken).
+
+    Built once per run with every command under it, whose plain options then
+    skip typer's pydantic adapters (aigen.cli.params).
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from aigen.cli.params import plain_coercion
+
+        plain_coercion(self)
 
     def invoke(self, ctx):
         words = [*getattr(ctx, "_protected_args", []), *ctx.args]
