@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import sqlite3
 import threading
 from datetime import datetime, timezone
@@ -49,6 +48,8 @@ def iso(dt: datetime | None) -> str | None:
 
 
 def new_generation_id() -> str:
+    import secrets  # here: it imports hmac and OpenSSL's hashlib, which reading the store never needs
+
     return secrets.token_hex(6)
 
 
