@@ -2,7 +2,7 @@
 
 Measurement: wall time of a fresh process, `python -m aigen --help` and
 `python -m aigen --home H status` (the `aigen` console script runs the same
-`aigen.cli:main`; `-m` is used so the checkout is measured whether or not it
+`aigen.__main__:main`; `-m` is used so the checkout is measured whether or not it
 is installed). The store is built with the real schema and filled with
 executemany (10,000 generations over 100 users, 10 assets each).
 
@@ -17,7 +17,7 @@ filled by the warm-up round, so nothing is written into the checkout. The same
 commands with aigen's modules compiled at every start (no cache, as on a
 machine that forbids writing .pyc) are timed in the same rounds and shown as
 notes, and so is `--help` on a terminal narrower than 80 columns (where typer
-prints it, not the snapshot: aigen/cli/fasthelp.py).
+prints it, not the snapshot: aigen/fasthelp.py).
 
     python bench/fig3_cli_startup.py             # about a minute
     python bench/fig3_cli_startup.py --quick     # a few seconds, numbers meaningless
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
                                f"{out.stdout[-600:]} {out.stderr[-600:]}")
         rep.note(f"aigen status prints {len(out.stdout.splitlines())} lines, ending: "
                  f"{out.stdout.strip().splitlines()[-1]!r}")
-        snapshot = subprocess.run([py, "-m", "aigen.cli.fasthelp"], capture_output=True, text=True, env=env,
+        snapshot = subprocess.run([py, "-m", "aigen.fasthelp"], capture_output=True, text=True, env=env,
                                   cwd=benchlib.ROOT)
         fast_help = snapshot.returncode == 0
         rep.note("aigen --help snapshot: " + ("current (printed without importing typer)" if fast_help else

@@ -26,7 +26,7 @@ FORBIDDEN_AIGEN = ("aigen.pipeline.run", "aigen.providers", "aigen.media", "aige
 
 RUN = """
 import json, sys
-from aigen.cli import main
+from aigen.__main__ import main  # what `aigen` and `python -m aigen` run
 code = 0
 try:
     main(sys.argv[1:])
@@ -37,7 +37,7 @@ sys.stderr.write("\\nMODULES " + json.dumps({"code": code, "modules": sorted(sys
 
 
 def run_cli(args, *, columns=100, env=None):
-    """Run aigen.cli.main(args) in a fresh interpreter: (exit code, stdout, stderr, imported modules)."""
+    """Run the console script's main(args) in a fresh interpreter: (exit code, stdout, stderr, imported modules)."""
     env = dict(os.environ if env is None else env)
     env["COLUMNS"] = str(columns)
     p = subprocess.run([sys.executable, "-c", RUN, *args], capture_output=True, text=True, env=env, timeout=60)
@@ -113,7 +113,7 @@ def test_status_of_a_fresh_home_and_a_bad_value_import_nothing_heavy(home):
 
 def _typer_help(columns: int) -> subprocess.CompletedProcess:
     env = dict(os.environ, COLUMNS=str(columns))
-    return subprocess.run([sys.executable, "-c", "from aigen.cli.root import main; main(['--help'])"],
+    return subprocess.run([sys.executable, "-c", "from aigen.cli import main; main(['--help'])"],
                           capture_output=True, text=True, env=env, timeout=60)
 
 
@@ -127,18 +127,18 @@ def test_help_is_exactly_what_typer_prints(columns):
 def test_help_snapshot_is_current():
     import typer
 
-    from aigen.cli import _help_snapshot, fasthelp
+    from aigen import _help_snapshot, fasthelp
 
     if _help_snapshot.TYPER_VERSION != typer.__version__:
         pytest.skip(f"the snapshot was made with typer {_help_snapshot.TYPER_VERSION}, typer {typer.__version__} "
-                    "is installed: `aigen --help` goes through typer (remake it: python -m aigen.cli.fasthelp --write)")
+                    "is installed: `aigen --help` goes through typer (remake it: python -m aigen.fasthelp --write)")
     assert fasthelp.is_current(), ("aigen/cli changed since the --help snapshot was made, so `aigen --help` "
-                                   "imports typer again: run `python -m aigen.cli.fasthelp --write` and commit it")
+                                   "imports typer again: run `python -m aigen.fasthelp --write` and commit it")
     assert _help_snapshot.TEXT == _typer_help(80).stdout
 
 
 def test_a_stale_snapshot_is_never_shown(monkeypatch):
-    from aigen.cli import _help_snapshot, fasthelp
+    from aigen import _help_snapshot, fasthelp
 
     monkeypatch.setenv("COLUMNS", "100")
     assert fasthelp.snapshot_help() == _help_snapshot.TEXT or not fasthelp.is_current()
@@ -153,7 +153,7 @@ def test_a_stale_snapshot_is_never_shown(monkeypatch):
 def test_terminal_columns_is_shutil_s(monkeypatch, columns, lines):
     import shutil
 
-    from aigen.cli.fasthelp import terminal_columns
+    from aigen.fasthelp import terminal_columns
 
     for var, value in (("COLUMNS", columns), ("LINES", lines)):
         if value is None:
@@ -270,3 +270,12 @@ def test_pending_migrations_read_with_sql_are_sqlite_utils_s(tmp_path):
     store = Store(old)  # upgrades it
     assert pending_migrations(store.db.conn) == [] == migrations.pending(store.db)
     assert store.applied_migrations() == migrations.names()
+
+
+def test_the_console_script_is_the_one_with_the_fast_path():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    assert '\naigen = "aigen.__main__:main"\n' in text
+    code, out, _, modules = run_cli(["--version"])  # everything else still goes through typer
+    assert code == 0 and out.startswith("aigen ") and "typer" in modules and heavy(modules) == []

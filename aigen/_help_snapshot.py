@@ -1,7 +1,7 @@
 """What `aigen --help` prints at 80 columns or more, and the fingerprint of the sources it was made
-from. Written by `python -m aigen.cli.fasthelp --write`: do not edit (see aigen/cli/fasthelp.py)."""
+from. Written by `python -m aigen.fasthelp --write`: do not edit (see aigen/fasthelp.py)."""
 
-FINGERPRINT = '22-162082-87383cfa'
+FINGERPRINT = '20-155364-cee93c43'
 TYPER_VERSION = '0.29.3'
 
 TEXT = (

@@ -1,9 +1,12 @@
 """`aigen --help` without importing typer: the text from a snapshot, used only while it is current.
 
+Here, outside aigen.cli, because importing anything under aigen.cli runs aigen/cli/__init__.py, which
+imports typer and every command.
+
 Importing typer alone takes ~30 ms, and building every command to print the
 list takes ~7 ms more, for a text that changes only when the code does. So
-aigen/cli/_help_snapshot.py holds what `aigen --help` prints, made by typer
-itself (``python -m aigen.cli.fasthelp --write`` runs the real command and
+aigen/_help_snapshot.py holds what `aigen --help` prints, made by typer
+itself (``python -m aigen.fasthelp --write`` runs the real command and
 saves its output), with a fingerprint of everything that shapes it: the
 content of every aigen/cli/*.py and typer's __init__.py (its version).
 ``snapshot_help`` returns the text only when the
@@ -20,7 +23,7 @@ from __future__ import annotations
 import os
 import sys
 
-SNAPSHOT_MODULE = "_help_snapshot.py"
+SNAPSHOT_MODULE = "_help_snapshot.py"  # beside this file
 MIN_COLUMNS = 80  # typer._click.formatting.HelpFormatter: width = max(min(columns, 80) - 2, 50)
 
 
@@ -58,13 +61,13 @@ def fingerprint() -> str | None:
     """CRC-32 and length of the sources the top-level help is made from; None when one cannot be read."""
     import zlib
 
-    cli_dir = os.path.dirname(os.path.abspath(__file__))
+    cli_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cli")
     typer_init = _typer_init()
     if typer_init is None:
         return None
     crc, size = 0, 0
     try:
-        names = sorted(n for n in os.listdir(cli_dir) if n.endswith(".py") and n != SNAPSHOT_MODULE)
+        names = sorted(n for n in os.listdir(cli_dir) if n.endswith(".py"))
         paths = [os.path.join(cli_dir, n) for n in names] + [typer_init]
         for name, path in zip([*names, "typer/__init__.py"], paths):
             with open(path, "rb") as fh:
@@ -79,7 +82,7 @@ def fingerprint() -> str | None:
 def is_current() -> bool:
     """Whether the snapshot was made from the sources as they are now."""
     try:
-        from aigen.cli import _help_snapshot
+        from aigen import _help_snapshot
     except ImportError:
         return False
     return _help_snapshot.FINGERPRINT == fingerprint()
@@ -89,7 +92,7 @@ def snapshot_help() -> str | None:
     """The text `aigen --help` prints here and now, when the snapshot is current; else None."""
     if terminal_columns() < MIN_COLUMNS or not is_current():
         return None
-    from aigen.cli import _help_snapshot
+    from aigen import _help_snapshot
 
     return _help_snapshot.TEXT
 
@@ -100,7 +103,7 @@ def render() -> str:
 
     env = {**os.environ, "COLUMNS": str(MIN_COLUMNS), "LINES": "24"}
     proc = subprocess.run(
-        [sys.executable, "-c", "from aigen.cli.root import main; main(['--help'])"],
+        [sys.executable, "-c", "from aigen.cli import main; main(['--help'])"],
         capture_output=True, text=True, encoding="utf-8", env=env, check=True,
     )
     return proc.stdout
@@ -117,7 +120,7 @@ def write() -> str:
     lines = text.splitlines(keepends=True)
     with open(path, "w", encoding="utf-8") as fh:
         fh.write('"""What `aigen --help` prints at 80 columns or more, and the fingerprint of the sources it was made\n'
-                 'from. Written by `python -m aigen.cli.fasthelp --write`: do not edit (see aigen/cli/fasthelp.py)."""\n\n'
+                 'from. Written by `python -m aigen.fasthelp --write`: do not edit (see aigen/fasthelp.py)."""\n\n'
                  f"FINGERPRINT = {print_!r}\n"
                  f"TYPER_VERSION = {typer.__version__!r}\n\n"
                  "TEXT = (\n" + "".join(f"    {line!r}\n" for line in lines) + ")\n")
@@ -127,11 +130,11 @@ def write() -> str:
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description="Remake aigen/cli/_help_snapshot.py from typer's own output.")
+    parser = argparse.ArgumentParser(description="Remake aigen/_help_snapshot.py from typer's own output.")
     parser.add_argument("--write", action="store_true", help="write the snapshot (else: say whether it is current)")
     args = parser.parse_args()
     if args.write:
         print(f"wrote {write()}")
     else:
-        print("current" if is_current() else "stale: run python -m aigen.cli.fasthelp --write")
+        print("current" if is_current() else "stale: run python -m aigen.fasthelp --write")
         sys.exit(0 if is_current() else 1)
