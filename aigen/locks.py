@@ -30,6 +30,26 @@ def is_held(path: Path) -> bool:
         return False
 
 
+def is_running(home, gen_id: str) -> bool:
+    """True when some process holds the run lock of this generation (aigen.pipeline.run.run_lock).
+
+    Here, not in aigen.pipeline.run, so that `aigen status` can ask without importing the
+    pipeline (its providers, thread pools and media checks) at start-up.
+    """
+    return run_lock_held(home.path, gen_id)
+
+
+def run_lock_held(home_path, gen_id: str) -> bool:
+    """is_running, for a home given by its path (the gallery's stalled check)."""
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:  # pragma: no cover - Windows: cannot tell, assume it runs
+        return True
+    from pathlib import Path
+
+    return is_held(Path(home_path) / "locks" / f"{gen_id}.lock")
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process with this pid runs on this machine (one owned by another user counts)."""
     try:

@@ -1,7 +1,9 @@
 """The `aigen` command line: wiring only; each command lives in its own module.
 
 Nothing heavy is imported here (no numpy, av, PIL, bottle, openai, runwayml):
-`aigen --help` must stay fast, so commands import what they need when run.
+every command's start-up pays for it, so commands import what they need when
+run. The console script (``aigen.__main__:main``) comes here for everything but
+a plain `aigen --help`, which it prints without importing this (aigen.fasthelp).
 """
 
 from __future__ import annotations
@@ -32,7 +34,16 @@ class _Group(typer.core.TyperGroup):
     A full disk, a read-only home or a broken database met where a command
     did not expect it (an OSError, an sqlite3 error) is reported like every
     other error: message, hint, exit 1 (no space) or 2 (read-only, broken).
+
+    Built once per run with every command under it, whose plain options then
+    skip typer's pydantic adapters (aigen.cli.params).
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from aigen.cli.params import plain_coercion
+
+        plain_coercion(self)
 
     def invoke(self, ctx):
         words = [*getattr(ctx, "_protected_args", []), *ctx.args]
@@ -130,7 +141,7 @@ app.add_typer(_cluster.app, name="cluster")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The console script.
+    """The command line (the console script comes here after its fast path for `aigen --help`).
 
     With --json, a usage error (a missing argument, a number that is not one)
     is answered as JSON on stdout like every other bad input, exit 2; without

@@ -127,7 +127,7 @@ class _ProgressBar:
                                        TimeRemainingColumn)
 
             self._p = Progress(TextColumn("{task.description:<6}"), BarColumn(), MofNCompleteColumn(),
-                               TextColumn("{task.fields[extra]}"), TimeRemainingColumn(), console=err_console,
+                               TextColumn("{task.fields[extra]}"), TimeRemainingColumn(), console=err_console.real,
                                transient=False)
             self._p.__enter__()
         return self

@@ -7,12 +7,45 @@ import sys
 from typing import Any, NoReturn
 
 import typer
-from rich.console import Console
 
 from aigen.errors import AigenError
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+
+class _Console:
+    """Rich's ``Console(**options)``, made the first time it is used.
+
+    Importing Rich costs ~15 ms, which `aigen --help` (printed by typer) and the
+    commands that print only JSON or nothing need not pay. Everything is Rich's
+    console's own: attributes and methods are forwarded to it, and ``real`` is
+    the console itself, for Rich objects that take one (``Progress(console=...)``).
+    """
+
+    def __init__(self, **options: Any):
+        self._options = options
+        self._real = None
+
+    @property
+    def real(self):
+        if self._real is None:
+            from rich.console import Console
+
+            self._real = Console(**self._options)
+        return self._real
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_options", "_real"):
+            raise AttributeError(name)
+        return getattr(self.real, name)
+
+    def __enter__(self):
+        return self.real.__enter__()
+
+    def __exit__(self, *exc):
+        return self.real.__exit__(*exc)
+
+
+console = _Console(highlight=False)
+err_console = _Console(stderr=True, highlight=False)
 
 
 def print_json(data: Any) -> None:

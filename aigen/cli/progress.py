@@ -21,7 +21,7 @@ class RunDisplay:
     """
 
     def __init__(self, console: Console, total: int, *, quiet: bool = False):
-        self.console = console
+        self.console = getattr(console, "real", console)  # Rich's own, for Progress(console=...)
         self.total = total
         self.quiet = quiet
         self.live = console.is_terminal and not quiet

@@ -22,7 +22,7 @@ def status(
 ) -> None:
     """List generations (newest first) with their status and counts, or one in detail."""
     from aigen import config
-    from aigen.pipeline.run import is_running
+    from aigen.locks import is_running
 
     state = ctx.obj
     try:

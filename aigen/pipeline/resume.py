@@ -132,13 +132,9 @@ def cluster_view(home_path: Path, store, *, now: datetime, count_workflows: Call
 
 def lock_held(home_path: Path, gen_id: str) -> bool:
     """True when some process holds the run lock of this generation in this home."""
-    try:
-        import fcntl  # noqa: F401
-    except ImportError:  # pragma: no cover - Windows: cannot tell, assume it runs
-        return True
-    from aigen.locks import is_held
+    from aigen.locks import run_lock_held
 
-    return is_held(Path(home_path) / "locks" / f"{gen_id}.lock")
+    return run_lock_held(home_path, gen_id)
 
 
 def observe(home_path: Path, gen: dict, cluster: Cluster) -> Facts:

@@ -44,6 +44,7 @@ from aigen.errors import (
     Refused,
     describe_os_error,
 )
+from aigen.locks import is_running  # noqa: F401  (lives in aigen.locks: `aigen status` asks without the pipeline)
 from aigen.pipeline.files import download_to, place, remove_stale_parts, sha256_file, temp_path_for
 from aigen.providers.base import AssetOutput, AssetRequest, Provider, get_provider
 from aigen.store import Store
@@ -119,13 +120,6 @@ def run_lock(home: Home, gen_id: str) -> Iterator[None]:
         yield
     finally:
         fh.close()
-
-
-def is_running(home: Home, gen_id: str) -> bool:
-    """True when some process holds the run lock of this generation."""
-    from aigen.pipeline.resume import lock_held
-
-    return lock_held(home.path, gen_id)
 
 
 # One pool per provider for the whole process, sized to the provider's cap: several

@@ -13,14 +13,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import sqlite3
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any, Iterator
 
 from aigen.errors import (
     BadInput,
@@ -31,6 +28,9 @@ from aigen.errors import (
     describe_sqlite_error,
     read_only_home,
 )
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 BUSY_TIMEOUT_S = 60.0
 FINAL_ASSET_STATES = ("done", "failed")
@@ -48,6 +48,8 @@ def iso(dt: datetime | None) -> str | None:
 
 
 def new_generation_id() -> str:
+    import secrets  # here: it imports hmac and OpenSSL's hashlib, which reading the store never needs
+
     return secrets.token_hex(6)
 
 
@@ -209,6 +211,57 @@ def _set_wal(conn: sqlite3.Connection) -> None:
             delay = min(delay * 2, 0.2)
 
 
+class Database:
+    """One thread's connection, with sqlite-utils' ``Database`` over it made on first use of anything but ``conn``.
+
+    Every query of the store goes through ``.conn``; sqlite-utils is needed only to create or upgrade the
+    schema and for its helpers (``db["table"]``, ``db.atomic()``, ``db.execute()``, which this forwards).
+    Importing it costs tens of milliseconds (it imports click, pluggy, and numpy when installed), so a
+    command that only reads an up-to-date database, such as `aigen status`, never imports it.
+    """
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        self._db: sqlite_utils.Database | None = None
+
+    @property
+    def sqlite_utils_db(self) -> sqlite_utils.Database:
+        if self._db is None:
+            import sqlite_utils
+
+            # _connect already set what Database() would (PRAGMA recursive_triggers).
+            self._db = sqlite_utils.Database(self.conn, execute_plugins=False, recursive_triggers=False)
+        return self._db
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_db":
+            raise AttributeError(name)
+        return getattr(self.sqlite_utils_db, name)
+
+    def __getitem__(self, table_name: str) -> Any:
+        return self.sqlite_utils_db[table_name]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def pending_migrations(conn: sqlite3.Connection) -> list[str]:
+    """Names of aigen's migrations not applied to this database yet, read with plain SQL.
+
+    What sqlite-utils' ``Migrations.pending`` answers (the same table, the same set), without importing
+    sqlite-utils when there is nothing to do, which is every time but the first.
+    """
+    from aigen.store.migrations import migrations
+
+    names = migrations.names()
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                    (migrations.migrations_table,)).fetchone() is None:
+        return names
+    applied = {r[0] for r in conn.execute(f"SELECT name FROM [{migrations.migrations_table}] "
+                                          "WHERE migration_set = ?", (migrations.name,))}
+    return [n for n in names if n not in applied]
+
+
 class Store:
     """Thread-safe access to aigen.db; create it once per process and share it.
 
@@ -259,11 +312,9 @@ class Store:
         return describe_sqlite_error(e, self.path) or e
 
     def _check_readable(self) -> None:
-        from aigen.store.migrations import migrations
-
         db = self.db
         db.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        if migrations.pending(db):
+        if pending_migrations(db.conn):
             raise ReadOnlyHome(
                 f"the database {self.path} was made by an older aigen and must be upgraded, "
                 "which needs write access to its folder",
@@ -288,12 +339,13 @@ class Store:
         # file alone (a cleanly closed database has everything in it).
         return sqlite3.connect(base + "&immutable=1", uri=True, isolation_level=None)
 
-    def _connect(self) -> sqlite_utils.Database:
+    def _connect(self) -> Database:
         if self.readonly:
             conn = self._connect_readonly()
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            return sqlite_utils.Database(conn, execute_plugins=False)
+            conn.execute("PRAGMA recursive_triggers = on")
+            return Database(conn)
         conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:
             conn.row_factory = sqlite3.Row
@@ -301,13 +353,14 @@ class Store:
             _set_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA recursive_triggers = on")
         except sqlite3.Error:
             conn.close()
             raise
-        return sqlite_utils.Database(conn, execute_plugins=False)
+        return Database(conn)
 
     @property
-    def db(self) -> sqlite_utils.Database:
+    def db(self) -> Database:
         db = getattr(self._local, "db", None)
         if db is None:
             try:
@@ -324,7 +377,7 @@ class Store:
             self._local.db = None
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite_utils.Database]:
+    def transaction(self) -> Iterator[Database]:
         """A write transaction that holds the write lock from its first statement.
 
         A full disk, a read-only file or a damaged database comes out as
@@ -360,11 +413,11 @@ class Store:
                 raise self._translate(e) from None
 
     def migrate(self) -> list[str]:
+        db = self.db
+        if not pending_migrations(db.conn):
+            return []
         from aigen.store.migrations import migrations
 
-        db = self.db
-        if not migrations.pending(db):
-            return []
         with _file_lock(self.path.with_name(self.path.name + ".migrate.lock")):
             pending = [m.name for m in migrations.pending(db)]
             migrations.apply(db)

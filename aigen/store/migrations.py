@@ -7,9 +7,57 @@ in ``_sqlite_migrations`` and runs each one in a transaction.
 
 from __future__ import annotations
 
-from sqlite_utils.migrations import Migrations
+from typing import Any, Callable
 
-migrations = Migrations("aigen")
+
+class _Migrations:
+    """sqlite-utils' ``Migrations("aigen")``, made when first used, with the names known before that.
+
+    The functions below register here in order; the store compares ``names()`` with the table
+    ``_sqlite_migrations`` in plain SQL, and builds the real ``Migrations`` (which imports sqlite-utils)
+    only when something is pending. Everything else (``pending``, ``applied``, ``apply``) is the real
+    object's.
+    """
+
+    migrations_table = "_sqlite_migrations"
+
+    def __init__(self, name: str):
+        self.name = name
+        self._registered: list[tuple[str, Callable, bool]] = []
+        self._real = None
+
+    def __call__(self, *, name: str, transactional: bool = True) -> Callable:
+        def inner(fn: Callable) -> Callable:
+            if name in self.names():
+                raise ValueError(f"Migration '{name}' is already registered in set '{self.name}'")
+            self._registered.append((name, fn, transactional))
+            if self._real is not None:
+                self._real(name=name, transactional=transactional)(fn)
+            return fn
+
+        return inner
+
+    def names(self) -> list[str]:
+        """Every migration's name, in the order they are applied."""
+        return [name for name, _, _ in self._registered]
+
+    def real(self):
+        if self._real is None:
+            from sqlite_utils.migrations import Migrations
+
+            real = Migrations(self.name)
+            for name, fn, transactional in self._registered:
+                real(name=name, transactional=transactional)(fn)
+            self._real = real
+        return self._real
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__") or attr in ("_real", "_registered"):
+            raise AttributeError(attr)
+        return getattr(self.real(), attr)
+
+
+migrations = _Migrations("aigen")
 
 
 @migrations(name="0001_initial")
