@@ -15,6 +15,9 @@ from fakes.web import open_home, real_generation
 from aigen.web.app import WebSettings, make_app
 from aigen.web.server import GalleryServer
 
+# The README's picture of the form (AIGEN_UPDATE_SCREENSHOT=1 refreshes it).
+FORM_SCREENSHOT = __import__("pathlib").Path(__file__).resolve().parent.parent / "docs" / "new.png"
+
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run"]
 
@@ -86,7 +89,7 @@ def log_in(page, base: str, user_id: str) -> None:
     page.wait_for_url(base + "/")
 
 
-def test_a_generation_asked_for_from_the_form_is_made_and_its_video_plays(page, site):
+def test_a_generation_asked_for_from_the_form_is_made_and_its_video_plays(page, site, tmp_path):
     base, store = site["url"], site["store"]
     log_in(page, base, "carol")
     page.click("text=New generation")
@@ -97,6 +100,12 @@ def test_a_generation_asked_for_from_the_form_is_made_and_its_video_plays(page, 
     page.fill("#ask-image-size", "256x256")
     page.fill("#ask-video-size", "320x240")
     page.select_option("#ask-notify-via", "none")
+    if os.environ.get("AIGEN_UPDATE_SCREENSHOT") or not FORM_SCREENSHOT.exists():
+        from test_web_browser import save_small_png
+
+        shot = tmp_path / "new.png"
+        page.screenshot(path=str(shot), full_page=True)
+        save_small_png(shot, FORM_SCREENSHOT)
     page.click("form.ask-form button[type=submit]")
     page.wait_for_url(lambda url: "/g/" in url)
     gid = page.url.rsplit("/", 1)[-1]
