@@ -93,6 +93,22 @@ def every_page(site, ctx):
     for key in ("done", "failed", "stalled"):
         page.goto(f"{base}/g/{site[key]}")
         yield f"generation ({key})", page
+    page.goto(f"{base}/g/{site['done']}#image-1")
+    page.wait_for_selector("dialog.viewer[open] img")
+    yield "viewer (an image open)", page
+    page.goto(f"{base}/g/{site['done']}#video-1")
+    page.wait_for_selector("dialog.viewer[open] video")
+    yield "viewer (a video open)", page
+    page.goto(base + "/?q=fox&status=Completed")
+    yield "search results", page
+    page.goto(base + "/?q=nothingmatchesthis")
+    yield "search without a match", page
+    page.goto(base + "/new")
+    yield "new generation form", page
+    page.goto(f"{base}/g/{site['done']}/again")
+    yield "make again", page
+    page.goto(f"{base}/g/{site['done']}/delete")
+    yield "delete confirmation", page
     page.goto(base + "/g/ffffffffffff")
     yield "error (404)", page
     page.click(".logout button")
