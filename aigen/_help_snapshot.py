@@ -1,7 +1,7 @@
 """What `aigen --help` prints at 80 columns or more, and the fingerprint of the sources it was made
 from. Written by `python -m aigen.fasthelp --write`: do not edit (see aigen/fasthelp.py)."""
 
-FINGERPRINT = '21-159299-98122f27'
+FINGERPRINT = '22-164394-6fd67d75'
 TYPER_VERSION = '0.29.3'
 
 TEXT = (
@@ -29,6 +29,7 @@ TEXT = (
     '  retry          Finish a Failed or interrupted generation: assets...\n'
     '  status         List generations (newest first) with their status and...\n'
     '  delete         Delete a generation for good: its files (in the home or...\n'
+    "  export         Write a generation's made files and its prompt as one...\n"
     '  notify-daemon  Deliver due notifications: at their time, or as soon as...\n'
     '  providers      List the providers: what each makes, its default model,...\n'
     '  serve          Serve the gallery: log in with a user_id, watch the...\n'

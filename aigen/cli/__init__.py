@@ -17,6 +17,7 @@ from aigen.cli import cluster as _cluster
 from aigen.cli import delete as _delete
 from aigen.cli import doctor as _doctor
 from aigen.cli import events as _events
+from aigen.cli import export as _export
 from aigen.cli import generate as _generate
 from aigen.cli import keys as _keys
 from aigen.cli import notify as _notify
@@ -128,6 +129,7 @@ app.command("generate")(_generate.generate)
 app.command("retry")(_retry.retry)
 app.command("status")(_status.status)
 app.command("delete")(_delete.delete)
+app.command("export")(_export.export)
 app.command("notify-daemon")(_notify.notify_daemon)
 app.command("providers")(_providers.providers)
 app.add_typer(_keys.app, name="keys")

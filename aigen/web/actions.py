@@ -30,7 +30,6 @@ from aigen.errors import AigenError, BadInput
 log = logging.getLogger("aigen.web")
 
 _TOKEN_RE = re.compile(r"[0-9a-f]{64}")
-_SLUG_RE = re.compile(r"[^A-Za-z0-9]+")
 
 
 class Actions:
@@ -276,8 +275,7 @@ class Actions:
     # -- Download all --------------------------------------------------------------------------------------
     def download_zip(self, gen_id: str):
         from aigen.storage import BadKey, ObjectMissing, StorageError, validate_key
-        from aigen.web.media import safe_download_name
-        from aigen.web.zipstream import members, stream_zip
+        from aigen.web.zipstream import members, stream_zip, zip_name
 
         g = self.g
         user = g.current_user()
@@ -300,8 +298,7 @@ class Actions:
         except StorageError as e:
             log.warning("zip %s: %s", gen_id, e.message)
             raise g.http_error(503, "The file store cannot be reached right now; try again.") from None
-        slug = "-".join(_SLUG_RE.sub(" ", gen["prompt"]).split()[:6]).lower()[:60]
-        name = safe_download_name(f"aigen-{slug + '-' if slug else ''}{gen_id}.zip")
+        name = zip_name(gen)
         if request.method != "HEAD":
             total = sum((a.get("bytes") or 0) for _, _, a in files)
             g.event("zip_download", ok=True, user_id=user, generation_id=gen_id,

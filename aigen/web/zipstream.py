@@ -11,6 +11,7 @@ compressed already); the `prompt.txt` beside them is deflated. The files are rea
 from __future__ import annotations
 
 import logging
+import re
 import zipfile
 from datetime import datetime, timezone
 
@@ -54,6 +55,16 @@ def _zip_time(iso_text: str | None) -> tuple:
         t = None
     t = t or datetime(1980, 1, 1, tzinfo=timezone.utc)
     return (max(t.year, 1980), t.month, t.day, t.hour, t.minute, t.second)
+
+
+_SLUG_RE = re.compile(r"[^A-Za-z0-9]+")
+
+
+def zip_name(gen: dict) -> str:
+    """`aigen-<first words of the prompt>-<id>.zip`, in characters that need no quoting anywhere."""
+    slug = "-".join(_SLUG_RE.sub(" ", gen["prompt"]).split()[:6]).lower()[:60]
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", f"aigen-{slug + '-' if slug else ''}{gen['id']}.zip")[:120]
+    return cleaned
 
 
 def members(gen: dict, assets: list[dict]) -> list[tuple[str, str, dict]]:
