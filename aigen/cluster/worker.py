@@ -11,7 +11,12 @@ Lifecycle:
    watch: a worker whose heartbeat is older than AIGEN_WORKER_DEAD_AFTER
    (default 60 s) is claimed in one UPDATE (so only one worker recovers it)
    and its pending DBOS workflows are re-enqueued on their own queues;
-4. SIGTERM (or Ctrl-C) drains: no new jobs; running ones get
+4. claims of a provider queue take turns across workers (DequeueLock: a PostgreSQL advisory lock held
+   around DBOS's REPEATABLE READ claim, so concurrent claims never conflict and DBOS never backs off);
+   a job's end is NOTIFYed once DBOS has recorded it, naming its queue (the freed slot is refilled at
+   once) and its generation (whose workflow, waiting in wait_assets, finalizes at once); idle queues
+   are polled every AIGEN_QUEUE_POLL seconds (10) only as a safety net;
+5. SIGTERM (or Ctrl-C) drains: no new jobs; running ones get
    AIGEN_WORKER_DRAIN_TIMEOUT seconds (default 30) to finish, then are
    stopped at their next check and handed back (the asset is queued again,
    its saved job id kept); what this process still holds is re-enqueued for
