@@ -550,7 +550,8 @@ def test_a_home_that_fills_up_on_its_first_run_is_completed_by_retry_once_space_
     the generation once the device has room again."""
     mnt = tmp_path / "tiny"
     mnt.mkdir()
-    # Room for a fresh database (its size grows with every migration) plus 96 KiB: the first run creates its
+    # Room for a fresh database (its size grows with every migration) plus 256 KiB (96 KiB stopped being enough
+    # when the prompt search index came: the first write's log now carries its pages too): the first run creates its
     # generation, then the disk fills while it writes the images.
     fresh = tmp_path / "fresh"
     from aigen.store import Store
@@ -558,7 +559,7 @@ def test_a_home_that_fills_up_on_its_first_run_is_completed_by_retry_once_space_
     opened = Store(fresh / "aigen.db")  # measured open: the write-ahead log holds the migrations until closed
     footprint = sum(f.stat().st_size for f in fresh.iterdir())
     opened.close()
-    size_k = -(-footprint // 4096) * 4 + 96
+    size_k = -(-footprint // 4096) * 4 + 256
     p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_k}k,mode=0700", "tmpfs", str(mnt)],
                        capture_output=True, text=True)
     if p.returncode != 0:
@@ -574,7 +575,9 @@ def test_a_home_that_fills_up_on_its_first_run_is_completed_by_retry_once_space_
         assert err["error"] == "no_space", err
         import re
 
-        gid = re.search(r"aigen retry ([0-9a-f]{12})", err["hint"]).group(1)
+        m = re.search(r"aigen retry ([0-9a-f]{12})", err["hint"])
+        assert m, err
+        gid = m.group(1)
         subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)  # space is freed
         p = aigen_proc("status", gid, "--json")
         assert p.returncode == 0, (p.stdout, p.stderr)
