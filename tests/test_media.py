@@ -551,3 +551,22 @@ def test_the_checked_frame_is_the_poster_frame(tmp_path, default_clip, small_cli
     short = probe.probe_video(small_clip, frame_at=10.0)
     assert short.frame is not None
     assert short.frame.to_ndarray(format="rgb24").tolist() == decoded_frames(small_clip)[-1].tolist()
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (7, 5), (160, 120)])
+def test_png_writer_round_trips_exactly_in_two_decoders(tmp_path, size):
+    w, h = size
+    rng = np.random.default_rng(w * 100 + h)
+    pixels_in = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    if size == (160, 120):
+        pixels_in = np.asarray(render_image("a red fox", 1, 1, w, h))
+    path = tmp_path / "out.png.tmp"
+    save_png(pixels_in, path)
+    assert probe.probe_image(path) == probe.ImageInfo("png", w, h)
+    with Image.open(path) as im:
+        assert im.mode == "RGB" and np.array_equal(np.asarray(im), pixels_in)
+    with av.open(str(path), format="png_pipe") as c:  # FFmpeg's own PNG decoder
+        [frame] = list(c.decode(video=0))
+        assert np.array_equal(frame.to_ndarray(format="rgb24"), pixels_in)
+    save_png(Image.fromarray(pixels_in), tmp_path / "again.png")
+    assert (tmp_path / "again.png").read_bytes() == path.read_bytes()
