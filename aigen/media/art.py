@@ -466,7 +466,11 @@ def _fill_linear(cv: _Canvas, angle: float, c0, c1) -> None:
 
 def _glow(cv: _Canvas, cx: float, cy: float, sigma: float, colour, strength: float,
           sigma_y: float | None = None, y_min: int = 0, target: np.ndarray | None = None) -> None:
-    """Gaussian light, screen-blended: the soft halo that makes suns and orbs feel luminous."""
+    """Gaussian light, screen-blended: the soft halo that makes suns and orbs feel luminous.
+
+    The gaussian is separable: one row and one column of exponentials, their
+    product taken a block of rows at a time (a sky-wide glow covers the canvas).
+    """
     sy = sigma if sigma_y is None else sigma_y
     box = _bbox(cv, cx, cy, 3 * sigma, 3 * sy)
     if box is None:
@@ -475,13 +479,21 @@ def _glow(cv: _Canvas, cx: float, cy: float, sigma: float, colour, strength: flo
     y0 = max(y0, y_min)
     if y0 >= y1:
         return
-    dx = (cv.xs[:, x0:x1] - cx) / sigma
-    dy = (cv.ys[y0:y1] - cy) / sy
-    g = np.exp(-0.5 * (dx * dx + dy * dy)) * F32(strength)
-    light = g[..., None] * np.asarray(colour, F32)
+    dx = (cv.xs[0, x0:x1] - cx) / sigma
+    dy = (cv.ys[y0:y1, 0] - cy) / sy
+    gx = np.exp(F32(-0.5) * dx * dx)
+    gy = np.exp(F32(-0.5) * dy * dy) * F32(strength)
+    col = np.asarray(colour, F32)
     region = (cv.img if target is None else target)[y0:y1, x0:x1]
-    # Screen blend: adds light to dark areas but cannot blow bright skies to white.
-    region += light * np.clip(1.0 - region, 0, 1)
+    step = _rows_per_block(x1 - x0)
+    for r0 in range(0, y1 - y0, step):
+        blk = region[r0:r0 + step]
+        # Screen blend: adds light to dark areas but cannot blow bright skies to white.
+        t = np.subtract(F32(1.0), blk)
+        np.clip(t, 0, 1, out=t)
+        t *= (gy[r0:r0 + step, None] * gx[None, :])[..., None]
+        t *= col
+        blk += t
 
 
 def _disc(cv: _Canvas, cx: float, cy: float, rad: float, colour, opacity: float = 1.0,
@@ -669,14 +681,28 @@ def _paint_mountains(cv: _Canvas, plan: Plan) -> None:
             line = base - amp * F32(0.55) + jag * F32(0.012 * h) + (ridge - (base - amp)) * F32(0.35)
             snow = 1 - _smoothstep(0.0, 0.006 * h + 1.0, ys - line[None, :])
             col_rows = col_rows + (_lighten(pal.horizon, 0.75) - col_rows) * (snow * 0.9)[..., None]
-        # Rim light: a thin lighter edge just under the ridge line, facing the sky.
         slope = np.gradient(ridge)
-        below = ys - ridge[None, :]
-        rim = np.exp(-np.maximum(below, 0) / F32(0.012 * h + 1.0)) * F32(0.22 * (1 - 0.6 * t))
-        col = col_rows + (haze - col_rows) * rim[..., None]
         inv = 1.0 / np.sqrt(1.0 + slope * slope)
-        alpha = np.clip(below * inv[None, :] + 0.5, 0, 1)
-        cv.layer(y0, y1, col, alpha, front=front)
+        if front and cv.split:
+            cv.fg = np.zeros_like(cv.img)
+            cv.fg_alpha = np.zeros((h, w), F32)
+        # A block of rows at a time (the layer can be most of the canvas): the rim, the colour
+        # and the coverage stay in the cache until they are composited.
+        step = _rows_per_block(w)
+        for b0 in range(0, y1 - y0, step):
+            b1 = min(y1 - y0, b0 + step)
+            below = ys[b0:b1] - ridge[None, :]
+            # Rim light: a thin lighter edge just under the ridge line, facing the sky.
+            rim = np.exp(-np.maximum(below, 0) / F32(0.012 * h + 1.0)) * F32(0.22 * (1 - 0.6 * t))
+            cr = col_rows[b0:b1]
+            col = cr + (haze - cr) * rim[..., None]
+            alpha = np.clip(below * inv[None, :] + 0.5, 0, 1)
+            if front and cv.split:
+                cv.fg[y0 + b0:y0 + b1] = col
+                cv.fg_alpha[y0 + b0:y0 + b1] = alpha
+            else:
+                region = cv.img[y0 + b0:y0 + b1]
+                region += (col - region) * alpha[..., None]
 
 
 def _wave_shape(theta: np.ndarray, sharp: float) -> np.ndarray:
@@ -1197,45 +1223,76 @@ def paint(plan: Plan, width: int, height: int, split: bool = False) -> Layers:
 # Finishing
 
 
-def _to_u8(img: np.ndarray) -> np.ndarray:
-    out = np.multiply(img, F32(255.0))
-    out += F32(0.5)
-    np.clip(out, 0.0, 255.0, out=out)
-    return out.astype(np.uint8)
+def _rows_per_block(w: int) -> int:
+    """Rows of a (h, w, 3) float32 image in ~256 KiB: finishing works block by block in cache."""
+    return max(1, (256 << 10) // (w * 3 * 4))
+
+
+def _to_u8(img: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    out = np.empty(img.shape, np.uint8) if out is None else out
+    step = _rows_per_block(img.shape[1])
+    buf = None
+    for r0 in range(0, img.shape[0], step):
+        blk = img[r0:r0 + step]
+        buf = np.empty_like(blk) if buf is None or buf.shape != blk.shape else buf
+        np.multiply(blk, F32(255.0), out=buf)
+        buf += F32(0.5)
+        np.clip(buf, 0.0, 255.0, out=buf)
+        np.copyto(out[r0:r0 + step], buf, casting="unsafe")  # truncates, as astype(np.uint8)
+    return out
 
 
 def finish(img: np.ndarray, plan: Plan, *, bloom: float = 0.3, vignette: float = 0.22,
-           grain: float = 0.022) -> np.ndarray:
+           grain: float = 0.022, first_row: int = 0) -> np.ndarray:
     """Bloom, vignette, film grain and a soft highlight shoulder; returns uint8 RGB.
 
     Works in place on ``img`` (a fresh painting). Bloom is computed on a ~128 px
     thumbnail and upsampled, so the soft glow costs a few milliseconds; the grain
-    also dithers away banding in the smooth gradients.
+    also dithers away banding in the smooth gradients. Every step after the
+    bloom is done for a block of rows at a time, so the block stays in the CPU
+    cache between steps (the same arithmetic, in the same order, as whole-image
+    passes: the same pixels, in ~half the time). Rows above ``first_row`` are
+    left unfinished (zero) in the result: a layer that never shows there.
     """
     h, w = img.shape[:2]
+    up = None
     if bloom > 0 and min(w, h) >= 16:
         factor = max(1, min(w, h) // 128)
         small = np.asarray(Image.fromarray(_to_u8(img)).reduce(factor), dtype=F32) / F32(255.0)
         hi = np.clip((small - F32(0.6)) / F32(0.4), 0, 1)
         blur = Image.fromarray(_to_u8(hi)).filter(ImageFilter.GaussianBlur(max(small.shape[:2]) * 0.03))
-        up = np.asarray(blur.resize((w, h), Image.Resampling.BILINEAR), dtype=F32)
-        up *= F32(bloom / 255.0)
-        img += up
-    # Highlight shoulder: values above 0.8 roll off smoothly instead of clipping flat.
-    excess = np.maximum(img - F32(0.8), F32(0))
-    img -= excess * excess * F32(5.0) / (F32(1.0) + excess * F32(5.0))
-    v = np.ones((h, w), F32)
+        up = np.asarray(blur.resize((w, h), Image.Resampling.BILINEAR))  # uint8; float32 block by block
     if vignette > 0:
-        vx = ((np.arange(w, dtype=F32) + 0.5) / w - 0.5) * 2
-        vy = ((np.arange(h, dtype=F32) + 0.5) / h - 0.5) * 2
-        v = 1.0 - F32(vignette * 0.5) * (vx[None, :] ** 2 + vy[:, None] ** 2)
-    img *= v[..., None]
-    if grain > 0:
-        g = plan.rng("grain").random((h, w), dtype=F32)
-        g -= F32(0.5)
-        g *= F32(grain)
-        img += g[..., None]
-    return _to_u8(img)
+        vx2 = (((np.arange(w, dtype=F32) + 0.5) / w - 0.5) * 2) ** 2
+        vy2 = (((np.arange(h, dtype=F32) + 0.5) / h - 0.5) * 2) ** 2
+    rng = plan.rng("grain") if grain > 0 else None
+    out = np.zeros((h, w, 3), np.uint8)
+    step = _rows_per_block(w)
+    for r0 in range(0, h, step):
+        r1 = min(h, r0 + step)
+        # The grain of every row is drawn, in order, so a row's grain does not depend on the blocks.
+        g = rng.random((r1 - r0, w), dtype=F32) if rng is not None else None
+        if r1 <= first_row:
+            continue
+        blk = img[r0:r1]
+        if up is not None:
+            u = up[r0:r1].astype(F32)
+            u *= F32(bloom / 255.0)
+            blk += u
+        # Highlight shoulder: values above 0.8 roll off smoothly instead of clipping flat
+        # (exactly nothing changes in a block with none above 0.8).
+        if float(blk.max()) > 0.8:
+            excess = np.maximum(blk - F32(0.8), F32(0))
+            blk -= excess * excess * F32(5.0) / (F32(1.0) + excess * F32(5.0))
+        if vignette > 0:
+            v = 1.0 - F32(vignette * 0.5) * (vx2[None, :] + vy2[r0:r1, None])
+            blk *= v[..., None]
+        if g is not None:
+            g -= F32(0.5)
+            g *= F32(grain)
+            blk += g[..., None]
+        _to_u8(blk, out[r0:r1])
+    return out
 
 
 def render_image(prompt: str, seed: int, index: int, width: int, height: int) -> Image.Image:
