@@ -106,14 +106,19 @@ def encode_frames(
         stream.codec_context.time_base = Fraction(1, fps)
         stream.codec_context.thread_type = THREAD_TYPE
         every = max(1, total // 40) if total else 0
+        time_base = Fraction(1, fps)
         for arr in frames:
             if arr.shape != (height, width, 3) or arr.dtype != np.uint8:
                 raise ValueError(
                     f"frame {count} is {arr.dtype}{tuple(arr.shape)}, expected uint8({height}, {width}, 3)"
                 )
-            frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
+            if arr.strides[1:] != (3, 1):
+                arr = np.ascontiguousarray(arr)
+            # The frame points at the array's memory (the encoder converts it to yuv420p into a
+            # frame of its own): from_ndarray copied it twice, holding the interpreter lock.
+            frame = av.VideoFrame.from_numpy_buffer(arr, format="rgb24")
             frame.pts = count
-            frame.time_base = Fraction(1, fps)
+            frame.time_base = time_base
             container.mux(stream.encode(frame))
             count += 1
             if progress is not None and every and count % every == 0:
