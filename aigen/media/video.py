@@ -162,17 +162,24 @@ def _make_sprite(radius: float, colour: np.ndarray, peak: float, core: float = 0
     sigma = max(radius, 0.6)
     # The gaussian is separable: one row of exponentials, times itself (the broad glow is ~1000 px wide).
     g1 = np.exp(np.float32(-0.5 / (sigma * sigma)) * ax * ax)
-    g = g1[:, None] * (g1 * np.float32(1 - core))[None, :]
+    n = len(ax)
     if core > 0:
         cr = max(radius * 0.35, 0.7)
         d2 = ax[None, :] ** 2 + ax[:, None] ** 2
-        g = g + core * np.clip(cr - np.sqrt(d2) + 0.5, 0, 1)
+        g = g1[:, None] * (g1 * np.float32(1 - core))[None, :] + core * np.clip(cr - np.sqrt(d2) + 0.5, 0, 1)
+        g3 = np.repeat(g, 3, axis=1)  # (n, 3n): each value once per channel (see art._flat)
+    else:
+        g3 = None
     out = []
     for k in range(levels):
         scale = peak * (1.0 if levels == 1 else 0.25 + 0.75 * k / (levels - 1))
-        spr = g[..., None] * (colour * np.float32(255.0 * scale)).astype(np.float32)
+        c3 = np.tile((colour * np.float32(255.0 * scale)).astype(np.float32), n)
+        if g3 is None:  # g1 (x) g1 (x) colour as one outer product, without an (n, n) step
+            spr = g1[:, None] * (np.repeat(g1 * np.float32(1 - core), 3) * c3)[None, :]
+        else:
+            spr = g3 * c3[None, :]
         np.clip(spr, 0, 255, out=spr)
-        spr = spr.astype(np.uint8)
+        spr = spr.astype(np.uint8).reshape(n, n, 3)
         out.append((spr, 255 - spr))
     return _Sprite(out, half)
 
