@@ -570,3 +570,16 @@ def test_png_writer_round_trips_exactly_in_two_decoders(tmp_path, size):
         assert np.array_equal(frame.to_ndarray(format="rgb24"), pixels_in)
     save_png(Image.fromarray(pixels_in), tmp_path / "again.png")
     assert (tmp_path / "again.png").read_bytes() == path.read_bytes()
+
+
+@pytest.mark.parametrize("fps", [10, 24, 25, 30])
+def test_the_poster_frame_is_exact_whatever_frames_the_check_skips(tmp_path, fps):
+    # On the way to the poster time the check does not decode non-reference frames; the frame it
+    # returns must still be the one a full decode shows there.
+    clip = tmp_path / f"c{fps}.mp4"
+    render_video("golden orbs drifting", 3, 2, 320, 240, 2.0, fps, clip)
+    info = probe.check_video(clip, width=320, height=240, duration=2.0, frames=2 * fps, frame_at=1.0)
+    with av.open(str(clip)) as c:
+        shown = next(f for f in c.decode(video=0) if f.time >= 1.0 - 1e-6)
+    assert info.frame.pts == shown.pts
+    assert np.array_equal(info.frame.to_ndarray(format="rgb24"), shown.to_ndarray(format="rgb24"))

@@ -317,6 +317,14 @@ def probe_video(path: str | PathLike, *, full_decode: bool = False,
         sampling = True
         want = SAMPLE_FRAMES
         packets = decoded = 0
+        # On the way to frame_at, after the first SAMPLE_FRAMES, frames no other frame refers to
+        # (H.264's non-reference B-frames) are not decoded: they show before frame_at, and the frame
+        # found there is the same without them. Only when the clip runs past frame_at (else its
+        # last frame is the one wanted).
+        skip_before = None
+        if frame_at is not None and not full_decode and stream.time_base and fps and duration >= frame_at + 2 / fps:
+            skip_before = (stream.start_time or 0) + int(frame_at / stream.time_base)
+        skipping = False
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:  # the demuxer's end-of-stream marker
@@ -333,6 +341,11 @@ def probe_video(path: str | PathLike, *, full_decode: bool = False,
                     raise MediaCheckError(f"{p.name} is corrupt: its first frame is not a keyframe")
                 packets += 1
                 if sampling:
+                    if skip_before is not None:
+                        skip = packets > want and packet.pts is not None and packet.pts < skip_before
+                        if skip != skipping:
+                            cc.skip_frame = "NONREF" if skip else "DEFAULT"
+                            skipping = skip
                     for frame in cc.decode(packet):
                         decoded += 1
                         chosen = _pick(chosen, frame, frame_at)
