@@ -428,6 +428,21 @@ def _tile(colour, w: int) -> np.ndarray:
     return np.tile(np.asarray(colour, F32), w)
 
 
+def _fill_rows(dst: np.ndarray, colours: np.ndarray) -> None:
+    """dst (n, w, 3)[r, x] = colours (n, 3)[r] for every x: the first column, then copies doubling it.
+
+    Each copy moves whole runs of a row (no 3-value inner loop) and lets other
+    threads run (np.tile held the interpreter lock throughout).
+    """
+    w = dst.shape[1]
+    dst[:, 0] = colours
+    k = 1
+    while k < w:
+        n = min(k, w - k)
+        dst[:, k:k + n] = dst[:, :n]
+        k += n
+
+
 def _over(region: np.ndarray, colour, alpha: np.ndarray) -> None:
     """region += (colour - region) * alpha, in place: colour (3,), (n, 1, 3) or (n, w, 3); alpha (n, w)."""
     n, w = region.shape[:2]
@@ -441,7 +456,9 @@ def _over(region: np.ndarray, colour, alpha: np.ndarray) -> None:
         if colour.ndim == 1:
             c = row
         elif colour.shape[1] == 1:
-            c = np.tile(colour[r0:r1, 0, :], (1, w))
+            c = np.empty((r1 - r0, w, 3), F32)
+            _fill_rows(c, colour[r0:r1, 0, :])
+            c = _flat(c)
         else:
             c = colour[r0:r1].reshape(r1 - r0, 3 * w)
         dst = _flat(region[r0:r1])
@@ -638,7 +655,7 @@ def _sky(cv: _Canvas, pal: Palette, horizon: float, glow_x: float | None) -> Non
     top, hor = pal.sky_top, pal.horizon
     grad = _vgrad(cv, [(0.0, top), (horizon * 0.55, _mix(top, hor, 0.4)),
                        (horizon, hor), (float(cv.h), _mix(hor, pal.mid, 0.3))])
-    _flat(cv.img)[:] = np.tile(grad[:, 0, :], (1, cv.w))
+    _fill_rows(cv.img, grad[:, 0, :])
     if glow_x is not None:
         _glow(cv, glow_x, horizon, cv.w * 0.35, pal.accent, 0.15, sigma_y=cv.h * 0.18)
 
