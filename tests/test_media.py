@@ -443,3 +443,143 @@ def test_sniff_kind(tmp_path, small_clip):
     (tmp_path / "t.txt").write_text("hello world, not media")
     assert probe.sniff_kind(tmp_path / "t.txt") is None
     assert probe.sniff_kind(tmp_path / "missing") is None
+
+
+# ----------------------------------------------------------------------------
+# The sampled video check: every packet read and walked, the first frames decoded
+
+
+def packet_spans(path: Path) -> list[tuple[int, int]]:
+    """(file offset, size) of each video packet, in decode order."""
+    with av.open(str(path)) as c:
+        return [(p.pos, p.size) for p in c.demux(video=0) if p.size]
+
+
+def damaged(src: Path, dest: Path, frame: int, how: str) -> Path:
+    data = bytearray(src.read_bytes())
+    pos, size = packet_spans(src)[frame]
+    if how == "length":  # the NAL length prefix of the frame's first unit
+        data[pos:pos + 4] = b"\x7f\xff\xff\xff"
+    elif how == "zeros":
+        data[pos:pos + size] = bytes(size)
+    elif how == "garbage":
+        data[pos:pos + size] = np.random.default_rng(5).bytes(size)
+    elif how == "header":  # forbidden bit set in the first unit's header
+        data[pos + 4] |= 0x80
+    dest.write_bytes(bytes(data))
+    return dest
+
+
+@pytest.mark.parametrize("how", ["length", "zeros", "garbage", "header"])
+def test_a_damaged_frame_after_the_decoded_sample_is_refused(tmp_path, default_clip, how):
+    path, _ = default_clip
+    frame = 80  # far past the frames the check decodes
+    assert frame > probe.SAMPLE_FRAMES + 24
+    bad = damaged(path, tmp_path / "bad.mp4", frame, how)
+    assert bad.stat().st_size == path.stat().st_size  # box sizes all still right
+    with pytest.raises(MediaCheckError, match=rf"bad.mp4 is corrupt: frame {frame + 1} of 96: "):
+        probe.check_video(bad, width=1280, height=720, duration=4.0, frames=96)
+    # The full decode refuses the same file.
+    with pytest.raises(MediaCheckError, match="corrupt"):
+        probe.probe_video(bad, full_decode=True)
+
+
+def test_a_damaged_first_frame_fails_the_sample_decode(tmp_path, small_clip):
+    # Inside the keyframe's slice data: the NAL structure is intact, the decoder is not.
+    data = bytearray(small_clip.read_bytes())
+    pos, size = packet_spans(small_clip)[0]
+    with av.open(str(small_clip)) as c:
+        extradata = c.streams.video[0].codec_context.extradata
+    assert probe._avc_length_size(extradata) == 4
+    off, units = pos, []
+    while off < pos + size:
+        n = int.from_bytes(data[off:off + 4], "big")
+        units.append((off + 4, n, data[off + 4] & 0x1F))
+        off += 4 + n
+    start, n, kind = next(u for u in units if u[2] == 5)  # the IDR slice
+    data[start + 1:start + n] = np.random.default_rng(1).bytes(n - 1)
+    bad = tmp_path / "badkey.mp4"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(MediaCheckError):
+        probe.check_video(bad, width=320, height=240, duration=1.0, frames=24)
+
+
+def test_cut_media_data_is_refused_without_decoding_it(tmp_path, default_clip):
+    # Cut the media data after frame 60 and patch the mdat size so the box walk passes.
+    path, _ = default_clip
+    data = bytearray(path.read_bytes())
+    _, off, size, _ = next(b for b in probe._boxes(path) if b[0] == b"mdat")
+    pos, n = packet_spans(path)[60]
+    assert pos + n < off + size
+    end = pos + n // 2
+    data = data[:end]
+    data[off:off + 4] = (end - off).to_bytes(4, "big")
+    bad = tmp_path / "cut.mp4"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(MediaCheckError, match=r"cut.mp4 is truncated: frame 61 of 96 is cut short"):
+        probe.check_video(bad)
+
+
+def test_frame_count_must_match_exactly_when_given(tmp_path, small_clip):
+    assert probe.check_video(small_clip, duration=1.0, frames=24).frames == 24
+    with pytest.raises(MediaCheckError, match="24 frames, expected 25"):
+        probe.check_video(small_clip, duration=1.0, frames=25)
+    # 25 frames at 24 fps: the duration is within tolerance, the count is not.
+    longer = tmp_path / "longer.mp4"
+    encode_frames(render_frames("waves on the sea", 1, 1, 320, 240, 24, 25 / 24), longer, 320, 240, 24)
+    assert probe.check_video(longer, width=320, height=240, duration=1.0).frames == 25
+    with pytest.raises(MediaCheckError, match="25 frames, expected 24"):
+        probe.check_video(longer, width=320, height=240, duration=1.0, frames=24)
+
+
+def test_sample_and_full_decode_agree_on_a_sound_clip(default_clip):
+    path, _ = default_clip
+    sampled = probe.probe_video(path)
+    full = probe.probe_video(path, full_decode=True)
+    assert sampled == full
+    assert sampled.frames == 96 and sampled.frame is None
+
+
+def test_the_checked_frame_is_the_poster_frame(tmp_path, default_clip, small_clip):
+    path, _ = default_clip
+    info = probe.check_video(path, width=1280, height=720, duration=4.0, frames=96, frame_at=1.0)
+    assert info.frame is not None and abs(info.frame.time - 1.0) < 1e-6
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    assert probe.save_poster(info.frame, a) == probe.make_poster(path, b) == (640, 360)
+    assert a.read_bytes() == b.read_bytes()
+    # A clip shorter than the poster time: the sample runs to its last frame.
+    short = probe.probe_video(small_clip, frame_at=10.0)
+    assert short.frame is not None
+    assert short.frame.to_ndarray(format="rgb24").tolist() == decoded_frames(small_clip)[-1].tolist()
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (7, 5), (160, 120)])
+def test_png_writer_round_trips_exactly_in_two_decoders(tmp_path, size):
+    w, h = size
+    rng = np.random.default_rng(w * 100 + h)
+    pixels_in = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    if size == (160, 120):
+        pixels_in = np.asarray(render_image("a red fox", 1, 1, w, h))
+    path = tmp_path / "out.png.tmp"
+    save_png(pixels_in, path)
+    assert probe.probe_image(path) == probe.ImageInfo("png", w, h)
+    with Image.open(path) as im:
+        assert im.mode == "RGB" and np.array_equal(np.asarray(im), pixels_in)
+    with av.open(str(path), format="png_pipe") as c:  # FFmpeg's own PNG decoder
+        [frame] = list(c.decode(video=0))
+        assert np.array_equal(frame.to_ndarray(format="rgb24"), pixels_in)
+    save_png(Image.fromarray(pixels_in), tmp_path / "again.png")
+    assert (tmp_path / "again.png").read_bytes() == path.read_bytes()
+
+
+@pytest.mark.parametrize("fps", [10, 24, 25, 30])
+def test_the_poster_frame_is_exact_whatever_frames_the_check_skips(tmp_path, fps):
+    # On the way to the poster time the check does not decode non-reference frames; the frame it
+    # returns must still be the one a full decode shows there.
+    clip = tmp_path / f"c{fps}.mp4"
+    render_video("golden orbs drifting", 3, 2, 320, 240, 2.0, fps, clip)
+    info = probe.check_video(clip, width=320, height=240, duration=2.0, frames=2 * fps, frame_at=1.0)
+    with av.open(str(clip)) as c:
+        shown = next(f for f in c.decode(video=0) if f.time >= 1.0 - 1e-6)
+    assert info.frame.pts == shown.pts
+    assert np.array_equal(info.frame.to_ndarray(format="rgb24"), shown.to_ndarray(format="rgb24"))

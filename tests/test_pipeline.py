@@ -120,6 +120,31 @@ def test_a_complete_file_left_by_a_killed_run_is_adopted_not_regenerated(home, c
     assert no_partial_files(gen_dir) == []
 
 
+def test_a_left_video_with_another_frame_count_is_made_again(home, calls):
+    # flaky guarantees the size and length: 1 s at 24 fps is exactly 24 frames. A file of 25 frames
+    # (1.04 s: within the duration tolerance) left at the final path is not adopted but made again.
+    from aigen.media import probe
+    from aigen.media.video import encode_frames, render_frames
+
+    h, store, gid = new_generation(home, images=0, videos=1)
+    gen_dir = h.content_dir / "alice" / gid
+    gen_dir.mkdir(parents=True)
+    left = gen_dir / "video_1.mp4"
+    encode_frames(render_frames("x", 1, 1, 64, 64, 24, 25 / 24), left, 64, 64, 24)
+    assert probe.check_video(left, width=64, height=64, duration=1.0).frames == 25
+    result = Runner(store, h).run(gid)
+    [asset] = result.assets
+    assert asset["status"] == "done" and asset["duration"] == 1.0
+    assert probe.check_video(h.path / asset["path"], frames=24).frames == 24
+    assert [c[1] for c in calls()] == ["video"]
+    # The poster is the frame the check decoded at 1 s (the last one, for a clip this short).
+    poster = h.path / asset["poster_path"]
+    assert probe.probe_image(poster) == probe.ImageInfo("jpeg", 64, 64)
+    again = gen_dir / "again.jpg"
+    probe.make_poster(h.path / asset["path"], again)
+    assert poster.read_bytes() == again.read_bytes()
+
+
 def test_a_second_runner_is_refused_while_the_first_holds_the_generation(home):
     h, store, gid = new_generation(home, images=1)
     with run_lock(h, gid):

@@ -660,14 +660,22 @@ class Runner:
                 )
             info = {"width": im.width, "height": im.height}
         else:
+            # The check decodes the first second anyway (its sample): the frame shown at
+            # POSTER_AT_S comes back with it and becomes the poster, without a second decode.
             if exact:
+                from aigen.media.video import frame_count
+
+                frames = frame_count(asset["duration"], asset["fps"]) if asset["duration"] and asset["fps"] else None
                 vi = probe.check_video(
-                    path, width=asset["width"], height=asset["height"], duration=asset["duration"]
+                    path, width=asset["width"], height=asset["height"], duration=asset["duration"],
+                    frames=frames, frame_at=POSTER_AT_S,
                 )
             else:
-                vi = probe.check_video(path)
+                vi = probe.check_video(path, frame_at=POSTER_AT_S)
             info = {"width": vi.width, "height": vi.height, "duration": round(vi.duration, 3),
                     "fps": round(vi.fps)}
+            if vi.frame is not None:
+                info[_POSTER_FRAME] = vi.frame
         note = size_note(asset, info)
         if note:
             info["note"] = note
@@ -678,8 +686,9 @@ class Runner:
         """Record a checked file: `local` holds the bytes stored under `key` (or, with `upload`, to be
         stored there now, before the row says it is done)."""
         info = dict(info, path=key, bytes=local.stat().st_size, sha256=sha256_file(local))
+        frame = info.pop(_POSTER_FRAME, None)
         if asset["kind"] == "video":
-            self._poster(local, key, directory, info)
+            self._poster(local, key, directory, info, frame)
         else:
             info.update(self._thumbs(local, key, directory))
         if upload:
@@ -727,10 +736,13 @@ class Runner:
             log.warning("could not make the previews of %s", key, exc_info=True)
         return {}
 
-    def _poster(self, video: Path, video_key: str, directory: Path, info: dict) -> None:
+    def _poster(self, video: Path, video_key: str, directory: Path, info: dict, frame=None) -> None:
         """A poster frame for the gallery's <video poster> (info["poster_path"]), and the previews made from it;
-        a failure here is not fatal."""
-        from aigen.media.probe import make_poster
+        a failure here is not fatal.
+
+        `frame` is the frame the check decoded at POSTER_AT_S; without it the video is decoded again.
+        """
+        from aigen.media.probe import make_poster, save_poster
 
         stem = video_key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
         key = video_key.rsplit("/", 1)[0] + f"/{stem}.poster.jpg"
@@ -741,7 +753,10 @@ class Runner:
             poster = None
             tmp = temp_path_for(directory / f"{stem}.poster.jpg")
         try:
-            make_poster(video, tmp)
+            if frame is not None:
+                save_poster(frame, tmp)
+            else:
+                make_poster(video, tmp, at_seconds=POSTER_AT_S)
             info.update(self._thumbs(tmp, video_key, directory))
             if poster is not None:
                 place(tmp, poster)
@@ -755,6 +770,11 @@ class Runner:
         finally:
             tmp.unlink(missing_ok=True)
 
+
+# The poster is the frame shown this far into a video (frame 0 is often a fade or a blank).
+POSTER_AT_S = 1.0
+# Key of the poster frame in the dict _check returns; _keep takes it out before the row is written.
+_POSTER_FRAME = "_poster_frame"
 
 # A video this much longer or shorter than asked gets a note (frame rounding is not a difference).
 DURATION_TOLERANCE_S = 0.25
