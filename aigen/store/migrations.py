@@ -494,3 +494,43 @@ def m0016_asset_thumbnails(db):
         assets.add_column("thumb_path", str)
     if "thumb2x_path" not in assets.columns_dict:
         assets.add_column("thumb2x_path", str)
+
+
+@migrations(name="0017_generation_counts")
+def m0017_generation_counts(db):
+    # Found by bench/fig5_scale.py at 1,000,000 generations (100,000 of one user): the gallery page and
+    # `aigen status --user` counted the user's generations per status on every view (a walk of 100,000
+    # index entries), the search form's provider list read every one of the user's rows, and a search
+    # narrowed by status or provider counted its matches the same way. This table keeps those numbers per
+    # (user, status, image provider, video provider), kept in step by triggers in the same transaction as
+    # the change, so each of them reads a handful of rows whatever the number of generations. A provider
+    # that is NULL is '' here (a key column cannot be NULL on PostgreSQL). Rows are never deleted (a count
+    # may go back to 0); readers skip n = 0. A future migration that rebuilds `generations` must create
+    # these triggers again (as those of 0014).
+    conn = db.conn
+    conn.execute("""CREATE TABLE IF NOT EXISTS generation_counts (
+        user_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        image_provider TEXT NOT NULL DEFAULT '',
+        video_provider TEXT NOT NULL DEFAULT '',
+        n INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (user_id, status, image_provider, video_provider)
+    )""")
+    add = ("INSERT INTO generation_counts (user_id, status, image_provider, video_provider, n) "
+           "VALUES (new.user_id, new.status, coalesce(new.image_provider, ''), coalesce(new.video_provider, ''), 1) "
+           "ON CONFLICT (user_id, status, image_provider, video_provider) DO UPDATE SET n = n + 1;")
+    remove = ("UPDATE generation_counts SET n = n - 1 WHERE user_id = old.user_id AND status = old.status "
+              "AND image_provider = coalesce(old.image_provider, '') "
+              "AND video_provider = coalesce(old.video_provider, '');")
+    conn.execute(f"CREATE TRIGGER IF NOT EXISTS generation_counts_insert AFTER INSERT ON generations BEGIN {add} END")
+    conn.execute(f"CREATE TRIGGER IF NOT EXISTS generation_counts_delete AFTER DELETE ON generations BEGIN {remove} END")
+    conn.execute(f"""CREATE TRIGGER IF NOT EXISTS generation_counts_update
+        AFTER UPDATE OF user_id, status, image_provider, video_provider ON generations
+        WHEN old.user_id IS NOT new.user_id OR old.status IS NOT new.status
+          OR old.image_provider IS NOT new.image_provider OR old.video_provider IS NOT new.video_provider
+        BEGIN {remove} {add} END""")
+    # The generations made before this migration.
+    conn.execute("DELETE FROM generation_counts")
+    conn.execute("INSERT INTO generation_counts (user_id, status, image_provider, video_provider, n) "
+                 "SELECT user_id, status, coalesce(image_provider, ''), coalesce(video_provider, ''), count(*) "
+                 "FROM generations GROUP BY 1, 2, 3, 4")

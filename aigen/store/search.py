@@ -110,6 +110,54 @@ def where_clause(store, user_id: str, f: Filters, alias: str = "g") -> tuple[str
     return " AND ".join(where), params
 
 
-def order_clause(f: Filters, alias: str = "g") -> str:
-    d = "ASC" if f.order == "oldest" else "DESC"
+def order_clause(f: Filters, alias: str = "g", *, reverse: bool = False) -> str:
+    """The ORDER BY of `f` (created_at then id, the tie-break); `reverse`: the opposite order."""
+    d = "ASC" if (f.order == "oldest") != reverse else "DESC"
     return f"{alias}.created_at {d}, {alias}.id {d}"
+
+
+def count_matches(store, user_id: str, f: Filters, counts: dict[str, int] | None = None) -> int:
+    """How many of the user's generations match `f`.
+
+    Without words, from `generation_counts` (migration 0017): a few rows, however many generations
+    there are (`counts`, the user's counts per status when the caller has them, answers a status
+    alone). With words, the matches themselves are counted.
+    """
+    if not f.words:
+        if not f.provider:
+            counts = store.count_generations(user_id=user_id) if counts is None else counts
+            return counts.get(f.status, 0) if f.status else sum(counts.values())
+        where = "user_id = ? AND (image_provider = ? OR video_provider = ?)"
+        params: list = [user_id, f.provider, f.provider]
+        if f.status:
+            where += " AND status = ?"
+            params.append(f.status)
+        row = store.query_one(f"SELECT coalesce(sum(n), 0) AS n FROM generation_counts WHERE {where}", params)
+        return int(row["n"])
+    where, params = where_clause(store, user_id, f)
+    return int(store.query_one(f"SELECT count(*) AS n FROM generations g WHERE {where}", params)["n"])
+
+
+def page_of(store, columns: str, where: str, params: list, f: Filters, page: int, page_size: int,
+            matched: int) -> list[dict]:
+    """Page `page` (1-based, at most the last) of the generations matching `where`, in the order of `f`.
+
+    The same rows, in the same order, as ``SELECT columns ... WHERE where ORDER BY order LIMIT page_size
+    OFFSET (page - 1) * page_size``, made cheap on deep pages: the OFFSET is walked in an index that holds
+    the order's columns and the id (no table row read for the rows skipped; PostgreSQL's index-only
+    scan), and only the page's rows are then read by id. A page in the second half is walked from the
+    other end (its OFFSET counted from the last match, `matched` being how many match), so no page walks
+    more than half of them. The page's few rows are sorted here, not by the database.
+    """
+    start = (page - 1) * page_size
+    n = min(page_size, matched - start)
+    order = order_clause(f)
+    limit, offset, flip = page_size, start, False
+    if n > 0 and matched - start - n < start:
+        order, limit, offset, flip = order_clause(f, reverse=True), n, matched - start - n, True
+    rows = store.query(
+        f"SELECT {columns} FROM generations g WHERE g.id IN "
+        f"(SELECT g.id FROM generations g WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?)",
+        (*params, limit, offset))
+    rows.sort(key=lambda r: (r["created_at"], r["id"]), reverse=f.order != "oldest")
+    return rows
