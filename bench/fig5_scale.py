@@ -18,8 +18,9 @@ Zipf's law. Measured on each backend, one operation at a time:
 Every statement these run is recorded and explained (SQLite: EXPLAIN QUERY
 PLAN; PostgreSQL: EXPLAIN with the statement's values); a plan that scans a big
 table without an index, or sorts many of its rows (SQLite's temporary B-tree
-for an ORDER BY or GROUP BY, a PostgreSQL Sort of more than 1,000 rows), is
-flagged and misses the target.
+for an ORDER BY or GROUP BY, a PostgreSQL Sort of more than 1,000 rows; an
+Incremental Sort, whose input comes in index order, is not), is flagged and
+misses the target.
 
 Baseline: the same operations, timed in the same rounds, on a store 100 times
 smaller (10,000 generations), so the ratio shows how each grows with the data.
@@ -128,7 +129,9 @@ def _walk(node: dict, depth: int, lines: list, problems: list, big_tables) -> No
     lines.append("  " * depth + desc)
     if kind == "Seq Scan" and rel in big_tables:
         problems.append(f"full scan of {rel}")
-    if kind in ("Sort", "Incremental Sort") and node.get("Plan Rows", 0) > PG_SORT_ROWS:
+    # An Incremental Sort is not flagged: its input already comes in the order of its first key (an index),
+    # and it sorts only the rows that share one value of it, so under a LIMIT it stops early.
+    if kind == "Sort" and node.get("Plan Rows", 0) > PG_SORT_ROWS:
         problems.append(f"sort of ~{node['Plan Rows']} rows ({', '.join(node.get('Sort Key', []))})")
     for child in node.get("Plans", []):
         _walk(child, depth + 1, lines, problems, big_tables)

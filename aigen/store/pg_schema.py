@@ -289,4 +289,17 @@ INSERT INTO generation_counts (user_id, status, image_provider, video_provider, 
     SELECT user_id, status, coalesce(image_provider, ''), coalesce(video_provider, ''), count(*)
     FROM generations GROUP BY 1, 2, 3, 4;
 """),
+    # SQLite's search index learns each generation's user, status and providers, so that a search reads
+    # only the user's matches (migrations.py). PostgreSQL already does: its planner combines the GIN
+    # index of the prompts (0014) with the user's B-tree index (0005) in one bitmap (BitmapAnd), and
+    # reads only the rows in both. Nothing to add; the name is kept so both lists stay the same.
+    ("0018_search_by_user", """
+SELECT 1;
+"""),
+    ("0019_filter_indexes", """
+CREATE INDEX IF NOT EXISTS idx_generations_user_status_created_providers
+    ON generations (user_id, status, created_at, id, image_provider, video_provider);
+CREATE INDEX IF NOT EXISTS idx_generations_user_created_providers
+    ON generations (user_id, created_at, id, image_provider, video_provider);
+"""),
 ]
