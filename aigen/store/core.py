@@ -543,13 +543,25 @@ class Store:
         return [decode_generation(r) for r in self.query(sql, params + [limit, offset])]
 
     def count_generations(self, *, user_id: str | None = None) -> dict[str, int]:
+        """{status: number of generations} (only statuses that have some), of one user or of all.
+
+        Read from `generation_counts` (migration 0017), which triggers keep in step with `generations`:
+        a few rows per user, where counting the generations themselves walked one index entry each.
+        """
         if user_id is None:
-            rows = self.query("SELECT status, count(*) AS n FROM generations GROUP BY status")
+            rows = self.query("SELECT status, sum(n) AS n FROM generation_counts GROUP BY status "
+                              "HAVING sum(n) > 0 ORDER BY status")
         else:
-            rows = self.query(
-                "SELECT status, count(*) AS n FROM generations WHERE user_id = ? GROUP BY status", (user_id,)
-            )
-        return {r["status"]: r["n"] for r in rows}
+            rows = self.query("SELECT status, sum(n) AS n FROM generation_counts WHERE user_id = ? GROUP BY status "
+                              "HAVING sum(n) > 0 ORDER BY status", (user_id,))
+        return {r["status"]: int(r["n"]) for r in rows}
+
+    def provider_names(self, user_id: str) -> list[str]:
+        """The image and video providers this user's generations used, sorted (from `generation_counts`)."""
+        rows = self.query(
+            "SELECT image_provider AS p FROM generation_counts WHERE user_id = ? AND n > 0 UNION "
+            "SELECT video_provider AS p FROM generation_counts WHERE user_id = ? AND n > 0", (user_id, user_id))
+        return sorted(r["p"] for r in rows if r["p"])
 
     # -- asset lifecycle (called from worker threads) -------------------------
     def start_asset(self, asset_id: int, *, now: datetime | None = None) -> None:

@@ -494,3 +494,107 @@ def m0016_asset_thumbnails(db):
         assets.add_column("thumb_path", str)
     if "thumb2x_path" not in assets.columns_dict:
         assets.add_column("thumb2x_path", str)
+
+
+@migrations(name="0017_generation_counts")
+def m0017_generation_counts(db):
+    # Found by bench/fig5_scale.py at 1,000,000 generations (100,000 of one user): the gallery page and
+    # `aigen status --user` counted the user's generations per status on every view (a walk of 100,000
+    # index entries), the search form's provider list read every one of the user's rows, and a search
+    # narrowed by status or provider counted its matches the same way. This table keeps those numbers per
+    # (user, status, image provider, video provider), kept in step by triggers in the same transaction as
+    # the change, so each of them reads a handful of rows whatever the number of generations. A provider
+    # that is NULL is '' here (a key column cannot be NULL on PostgreSQL). Rows are never deleted (a count
+    # may go back to 0); readers skip n = 0. A future migration that rebuilds `generations` must create
+    # these triggers again (as those of 0014).
+    conn = db.conn
+    conn.execute("""CREATE TABLE IF NOT EXISTS generation_counts (
+        user_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        image_provider TEXT NOT NULL DEFAULT '',
+        video_provider TEXT NOT NULL DEFAULT '',
+        n INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (user_id, status, image_provider, video_provider)
+    )""")
+    add = ("INSERT INTO generation_counts (user_id, status, image_provider, video_provider, n) "
+           "VALUES (new.user_id, new.status, coalesce(new.image_provider, ''), coalesce(new.video_provider, ''), 1) "
+           "ON CONFLICT (user_id, status, image_provider, video_provider) DO UPDATE SET n = n + 1;")
+    remove = ("UPDATE generation_counts SET n = n - 1 WHERE user_id = old.user_id AND status = old.status "
+              "AND image_provider = coalesce(old.image_provider, '') "
+              "AND video_provider = coalesce(old.video_provider, '');")
+    conn.execute(f"CREATE TRIGGER IF NOT EXISTS generation_counts_insert AFTER INSERT ON generations BEGIN {add} END")
+    conn.execute(f"CREATE TRIGGER IF NOT EXISTS generation_counts_delete AFTER DELETE ON generations BEGIN {remove} END")
+    conn.execute(f"""CREATE TRIGGER IF NOT EXISTS generation_counts_update
+        AFTER UPDATE OF user_id, status, image_provider, video_provider ON generations
+        WHEN old.user_id IS NOT new.user_id OR old.status IS NOT new.status
+          OR old.image_provider IS NOT new.image_provider OR old.video_provider IS NOT new.video_provider
+        BEGIN {remove} {add} END""")
+    # The generations made before this migration.
+    conn.execute("DELETE FROM generation_counts")
+    conn.execute("INSERT INTO generation_counts (user_id, status, image_provider, video_provider, n) "
+                 "SELECT user_id, status, coalesce(image_provider, ''), coalesce(video_provider, ''), count(*) "
+                 "FROM generations GROUP BY 1, 2, 3, 4")
+
+
+SEARCH_TAGS_SQL = ("'u' || hex({r}.user_id) || ' s' || lower({r}.status) || ' i' || hex(coalesce({r}.image_provider, '')) "
+                   "|| ' v' || hex(coalesce({r}.video_provider, ''))")
+
+
+@migrations(name="0018_search_by_user")
+def m0018_search_by_user(db):
+    # Found by bench/fig5_scale.py at 1,000,000 generations: a search found the prompt's words among every
+    # user's generations (a common word: 180,000 matches), then read each match's id from the index's own
+    # copy (one lookup each: ~0.5 s) to keep the user's. Now the index also holds, per generation, tokens
+    # for its user, status and providers (`tags`: 'u' + hex of the user id, 's' + the status in lower
+    # case, 'i' and 'v' + hex of the image and video provider), so a search asks the index for the
+    # user's matches only (and, with filters, only those of that status or provider), and counts them
+    # there. Its rows live in generations_fts_docs (an INTEGER PRIMARY KEY, kept by VACUUM, with the
+    # generation's id under a unique index): the index is an "external content" FTS5 table on it, so a
+    # generation's row is found by its id when it changes or goes, never by a scan (the triggers of 0014
+    # scanned the whole index on every delete). The triggers of 0014 and its table are replaced; the
+    # name generations_fts stays. Without FTS5 in this SQLite there was no index: the search keeps its
+    # LIKE scan (aigen.store.search).
+    conn = db.conn
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'generations_fts'").fetchone() is None:
+        return
+    for t in ("insert", "delete", "update"):
+        conn.execute(f"DROP TRIGGER IF EXISTS generations_fts_{t}")
+    conn.execute("DROP TABLE generations_fts")
+    conn.execute("""CREATE TABLE IF NOT EXISTS generations_fts_docs (
+        k INTEGER PRIMARY KEY,
+        gen_id TEXT NOT NULL UNIQUE,
+        prompt TEXT NOT NULL,
+        tags TEXT NOT NULL
+    )""")
+    conn.execute("CREATE VIRTUAL TABLE generations_fts USING fts5(gen_id UNINDEXED, prompt, tags, "
+                 "content = 'generations_fts_docs', content_rowid = 'k', "
+                 "tokenize = 'unicode61 remove_diacritics 2')")
+    new_tags, old_tags = SEARCH_TAGS_SQL.format(r="new"), SEARCH_TAGS_SQL.format(r="old")
+    add = (f"INSERT INTO generations_fts_docs (gen_id, prompt, tags) VALUES (new.id, new.prompt, {new_tags}); "
+           "INSERT INTO generations_fts (rowid, gen_id, prompt, tags) "
+           "SELECT k, gen_id, prompt, tags FROM generations_fts_docs WHERE gen_id = new.id;")
+    remove = ("INSERT INTO generations_fts (generations_fts, rowid, gen_id, prompt, tags) "
+              "SELECT 'delete', k, gen_id, prompt, tags FROM generations_fts_docs WHERE gen_id = old.id; "
+              "DELETE FROM generations_fts_docs WHERE gen_id = old.id;")
+    conn.execute(f"CREATE TRIGGER generations_fts_insert AFTER INSERT ON generations BEGIN {add} END")
+    conn.execute(f"CREATE TRIGGER generations_fts_delete AFTER DELETE ON generations BEGIN {remove} END")
+    conn.execute(f"""CREATE TRIGGER generations_fts_update
+        AFTER UPDATE OF id, prompt, user_id, status, image_provider, video_provider ON generations
+        WHEN old.id IS NOT new.id OR old.prompt IS NOT new.prompt OR {old_tags} IS NOT {new_tags}
+        BEGIN {remove} {add} END""")
+    conn.execute(f"INSERT INTO generations_fts_docs (gen_id, prompt, tags) "
+                 f"SELECT id, prompt, {SEARCH_TAGS_SQL.format(r='generations')} FROM generations")
+    conn.execute("INSERT INTO generations_fts (generations_fts) VALUES ('rebuild')")
+
+
+@migrations(name="0019_filter_indexes")
+def m0019_filter_indexes(db):
+    # Found by bench/fig5_scale.py: a page of the gallery filtered by provider (with or without a status)
+    # walked the user's generations in order and read each one's row to test its providers, also for the
+    # rows before the page (its OFFSET): 45,000 row reads for a middle page of 90,000 matches. These indexes
+    # end with both providers, so the walk and the test stay in the index (on PostgreSQL, an index-only scan).
+    # Named by hand: the names sqlite-utils would give are longer than PostgreSQL's 63 characters.
+    db.execute("CREATE INDEX IF NOT EXISTS idx_generations_user_status_created_providers ON generations "
+               "(user_id, status, created_at, id, image_provider, video_provider)")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_generations_user_created_providers ON generations "
+               "(user_id, created_at, id, image_provider, video_provider)")

@@ -239,4 +239,67 @@ CREATE INDEX IF NOT EXISTS idx_deleted_generations_user_id_created_at ON deleted
 ALTER TABLE assets ADD COLUMN IF NOT EXISTS thumb_path TEXT COLLATE "C";
 ALTER TABLE assets ADD COLUMN IF NOT EXISTS thumb2x_path TEXT COLLATE "C";
 """),
+    # Counts per (user, status, providers) kept by a trigger, as on SQLite (see migrations.py). An UPDATE
+    # that moves a generation between two rows takes their row locks in the order of the status text, so
+    # two such transactions can never wait on each other in a cycle.
+    ("0017_generation_counts", """
+CREATE TABLE IF NOT EXISTS generation_counts (
+    user_id TEXT COLLATE "C" NOT NULL,
+    status TEXT COLLATE "C" NOT NULL,
+    image_provider TEXT COLLATE "C" NOT NULL DEFAULT '',
+    video_provider TEXT COLLATE "C" NOT NULL DEFAULT '',
+    n BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, status, image_provider, video_provider)
+);
+CREATE OR REPLACE FUNCTION aigen_generation_counts() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    add_first boolean := TG_OP = 'UPDATE' AND NEW.status < OLD.status;
+BEGIN
+    IF add_first THEN
+        INSERT INTO generation_counts AS c (user_id, status, image_provider, video_provider, n)
+        VALUES (NEW.user_id, NEW.status, coalesce(NEW.image_provider, ''), coalesce(NEW.video_provider, ''), 1)
+        ON CONFLICT (user_id, status, image_provider, video_provider) DO UPDATE SET n = c.n + 1;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        UPDATE generation_counts SET n = n - 1 WHERE user_id = OLD.user_id AND status = OLD.status
+            AND image_provider = coalesce(OLD.image_provider, '') AND video_provider = coalesce(OLD.video_provider, '');
+    END IF;
+    IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND NOT add_first) THEN
+        INSERT INTO generation_counts AS c (user_id, status, image_provider, video_provider, n)
+        VALUES (NEW.user_id, NEW.status, coalesce(NEW.image_provider, ''), coalesce(NEW.video_provider, ''), 1)
+        ON CONFLICT (user_id, status, image_provider, video_provider) DO UPDATE SET n = c.n + 1;
+    END IF;
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS generation_counts_insert ON generations;
+DROP TRIGGER IF EXISTS generation_counts_delete ON generations;
+DROP TRIGGER IF EXISTS generation_counts_update ON generations;
+CREATE TRIGGER generation_counts_insert AFTER INSERT ON generations
+    FOR EACH ROW EXECUTE FUNCTION aigen_generation_counts();
+CREATE TRIGGER generation_counts_delete AFTER DELETE ON generations
+    FOR EACH ROW EXECUTE FUNCTION aigen_generation_counts();
+CREATE TRIGGER generation_counts_update AFTER UPDATE OF user_id, status, image_provider, video_provider ON generations
+    FOR EACH ROW WHEN (OLD.user_id IS DISTINCT FROM NEW.user_id OR OLD.status IS DISTINCT FROM NEW.status
+        OR OLD.image_provider IS DISTINCT FROM NEW.image_provider
+        OR OLD.video_provider IS DISTINCT FROM NEW.video_provider)
+    EXECUTE FUNCTION aigen_generation_counts();
+DELETE FROM generation_counts;
+INSERT INTO generation_counts (user_id, status, image_provider, video_provider, n)
+    SELECT user_id, status, coalesce(image_provider, ''), coalesce(video_provider, ''), count(*)
+    FROM generations GROUP BY 1, 2, 3, 4;
+"""),
+    # SQLite's search index learns each generation's user, status and providers, so that a search reads
+    # only the user's matches (migrations.py). PostgreSQL already does: its planner combines the GIN
+    # index of the prompts (0014) with the user's B-tree index (0005) in one bitmap (BitmapAnd), and
+    # reads only the rows in both. Nothing to add; the name is kept so both lists stay the same.
+    ("0018_search_by_user", """
+SELECT 1;
+"""),
+    ("0019_filter_indexes", """
+CREATE INDEX IF NOT EXISTS idx_generations_user_status_created_providers
+    ON generations (user_id, status, created_at, id, image_provider, video_provider);
+CREATE INDEX IF NOT EXISTS idx_generations_user_created_providers
+    ON generations (user_id, created_at, id, image_provider, video_provider);
+"""),
 ]

@@ -923,11 +923,7 @@ class Gallery:
 
     def _provider_names(self, user: str) -> list[str]:
         """The providers this user's generations used: the choices of the search's provider filter."""
-        rows = self.store.query(
-            "SELECT DISTINCT p FROM (SELECT image_provider AS p FROM generations WHERE user_id = ? UNION "
-            "SELECT video_provider AS p FROM generations WHERE user_id = ?) AS used WHERE p IS NOT NULL ORDER BY p",
-            (user, user))
-        return [r["p"] for r in rows]
+        return self.store.provider_names(user)
 
     def generation(self, gen_id: str):
         user = self.require_user(next_path=f"/g/{gen_id}")

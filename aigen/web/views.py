@@ -2,9 +2,11 @@
 used by both the HTML templates and the JSON API.
 
 A page of the gallery costs three queries whatever the number of
-generations a user has: the counts per status, one page of generations
-(newest first, on the (user_id, created_at) index) and all assets of that
-page at once; the last is skipped for generations whose section is cached.
+generations a user has: the counts per status (a few rows of
+generation_counts), one page of generations (newest first: its ids from the
+(user_id, created_at, id) index, see aigen.store.search.page_of) and all
+assets of that page at once; the last is skipped for generations whose
+section is cached.
 """
 
 from __future__ import annotations
@@ -153,22 +155,19 @@ def load_page(store: Store, user_id: str, page: int, page_size: int,
     aigen.store.search.Filters) narrows and orders the list; `Page.matched`
     is then the number of generations that match (`total` stays the user's).
     """
-    from aigen.store.search import Filters, order_clause, where_clause
+    from aigen.store.search import Filters, count_matches, page_of, where_clause
 
     f = filters or Filters()
     counts = store.count_generations(user_id=user_id)
     total = sum(counts.values())
     if f.active:
         where, params = where_clause(store, user_id, f)
-        matched = store.query_one(f"SELECT count(*) AS n FROM generations g WHERE {where}", params)["n"]
+        matched = count_matches(store, user_id, f, counts)
     else:
         where, params, matched = "g.user_id = ?", [user_id], total
     pages = max(1, -(-matched // page_size))
     page = min(max(1, page), pages)
-    rows = store.query(
-        f"SELECT g.* FROM generations g WHERE {where} ORDER BY {order_clause(f)} LIMIT ? OFFSET ?",
-        (*params, page_size, (page - 1) * page_size),
-    )
+    rows = page_of(store, "g.*", where, params, f, page, page_size, matched)
     wanted = {r["id"] for r in rows if need_assets is None or need_assets(r)}
     by_gen: dict[str, list[dict]] = {gid: [] for gid in wanted}
     if wanted:
@@ -289,9 +288,9 @@ def load_live(store: Store, user_id: str, *, page: int, page_size: int, gen_id: 
     if gen_id is not None:
         rows = store.query(f"SELECT {cols} FROM generations WHERE id = ? AND user_id = ?", (gen_id, user_id))
     else:
-        rows = store.query(
-            f"SELECT {cols} FROM generations WHERE user_id = ? ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
-            (user_id, page_size, (page - 1) * page_size))
+        from aigen.store.search import Filters, page_of
+
+        rows = page_of(store, cols, "g.user_id = ?", [user_id], Filters(), page, page_size, total)
     gens = [dict(r) for r in rows]
     busy = [g["id"] for g in gens if g["status"] == "Processing"]
     by_gen: dict[str, list[dict]] = {gid: [] for gid in busy}
