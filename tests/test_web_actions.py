@@ -625,3 +625,21 @@ def test_search_finds_by_a_word_filters_sorts_and_pages_with_the_query_in_the_ur
     # "NEAR(fox red, 2)" is the words near, fox, red and 2, all of which must appear: none has them all.
     assert found("q=" + "NEAR%28fox%20red%2C%202%29") == []
     assert found("q=%22fox%22+%2Ared") == ["a red fox at dawn"]  # '"fox" *red': the words fox and red
+
+
+def test_prompt_copied_is_recorded_only_with_the_token_for_the_owner(env):
+    """POST /g/ID/copied: the Copy prompt buttons' record. CSRF header, owner only, logged in."""
+    gid = seed_generation(env.store, env.home, "alice", "a fox to copy")
+    assert env.client().request("POST", f"/g/{gid}/copied", body=b"").status == 401
+    c = logged_in(env)
+    assert c.request("POST", f"/g/{gid}/copied", body=b"").status == 403
+    assert c.request("POST", f"/g/{gid}/copied?from=viewer", headers={"X-CSRF-Token": token(c)}, body=b"").status == 204
+    bob = logged_in(env, "bob")
+    assert bob.request("POST", f"/g/{gid}/copied", headers={"X-CSRF-Token": token(bob)}, body=b"").status == 404
+    other_site = c.request("POST", f"/g/{gid}/copied", body=b"",
+                           headers={"X-CSRF-Token": token(c), "Origin": "https://evil.example"})
+    assert other_site.status == 403
+    rows = env.store.query("SELECT ok, reason, user_id, detail FROM events WHERE kind = 'prompt_copied' "
+                           "AND generation_id = ? ORDER BY id", (gid,))
+    assert [(r["ok"], r["reason"]) for r in rows] == [(0, "csrf"), (1, None), (0, "cross_site")]
+    assert rows[1]["detail"] == "from the viewer" and rows[1]["user_id"] == "alice"

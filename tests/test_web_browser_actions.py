@@ -89,6 +89,15 @@ def log_in(page, base: str, user_id: str) -> None:
     page.wait_for_url(base + "/")
 
 
+def wait_until(check, timeout=10.0):
+    import time
+
+    end = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
 def test_a_generation_asked_for_from_the_form_is_made_and_its_video_plays(page, site, tmp_path):
     base, store = site["url"], site["store"]
     log_in(page, base, "carol")
@@ -149,6 +158,10 @@ def test_search_finds_by_a_word_of_the_prompt(page, site):
     button.click()
     page.wait_for_function("b => b.textContent === 'Copied'", arg=button.element_handle())
     assert page.evaluate("navigator.clipboard.readText()") == "a quiet mountain lake at noon"
+    # ...and the copy is an event, like every action.
+    store = site["store"]
+    wait_until(lambda: store.query("SELECT ok, detail FROM events WHERE kind = 'prompt_copied' AND generation_id = ?",
+                                   (site["lake"],)) == [{"ok": 1, "detail": "from the gallery"}])
     assert page.problems == []
 
 

@@ -105,6 +105,14 @@ def test_the_viewer_by_click_keys_buttons_swipe_and_back_to_the_tile(page, shown
     page.click("dialog.viewer .viewer-copy")
     page.wait_for_function("() => document.querySelector('dialog.viewer .viewer-copied').textContent === 'Copied.'")
     assert page.evaluate("navigator.clipboard.readText()") == "a red fox at dawn"
+    # ...and recorded as the action's event.
+    import time
+
+    end = time.monotonic() + 10
+    while not shown["store"].query("SELECT 1 FROM events WHERE kind = 'prompt_copied' AND generation_id = ? "
+                                   "AND detail = 'from the viewer' AND ok = 1", (gid,)):
+        assert time.monotonic() < end, "the copy was not recorded"
+        time.sleep(0.05)
 
     # Next and previous: the arrow keys, the buttons, a swipe.
     page.keyboard.press("ArrowRight")

@@ -12,7 +12,7 @@ from __future__ import annotations
 # importing Bottle.
 EVENT_KINDS = ("login_ok", "login_failed", "magic_link_login", "logout", "gallery_view", "generation_view",
                "asset_view", "api_view", "generation_retry", "generation_requested", "generation_deleted",
-               "zip_download")
+               "zip_download", "prompt_copied")
 
 
 def __getattr__(name: str):

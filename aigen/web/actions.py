@@ -272,6 +272,32 @@ class Actions:
                 detail=f"from the gallery: {result['files']} file(s)")
         raise g.redirect("/?deleted=1")
 
+    # -- Copy prompt ---------------------------------------------------------------------------------------
+    def prompt_copied(self, gen_id: str):
+        """What the Copy prompt buttons send once the prompt is on the clipboard: the action's event.
+
+        The copy itself happens in the browser; this only records it (`prompt_copied`), with the same checks as
+        every POST: logged in, same site, the session's CSRF token (the X-CSRF-Token header), the owner's
+        generation (404 otherwise). Answers 204.
+        """
+        g = self.g
+        user = g.current_user()
+        if user is None:
+            raise g.http_error(401, "log in first", api=True)
+        problem = g.cross_site_problem()
+        if problem:
+            g.event("prompt_copied", ok=False, reason="cross_site", user_id=user, generation_id=gen_id,
+                    detail=problem)
+            raise g.http_error(403, g.CROSS_SITE_MESSAGE, api=True)
+        if not self._csrf_ok(request.environ.get("HTTP_X_CSRF_TOKEN")):
+            g.event("prompt_copied", ok=False, reason="csrf", user_id=user, generation_id=gen_id)
+            raise g.http_error(403, g.CSRF_MESSAGE, api=True)
+        self.own(user, gen_id)
+        where = (request.query.get("from") or "")[:20]
+        g.event("prompt_copied", ok=True, user_id=user, generation_id=gen_id,
+                detail="from the viewer" if where == "viewer" else "from the gallery")
+        return HTTPResponse(status=204)
+
     # -- Download all --------------------------------------------------------------------------------------
     def download_zip(self, gen_id: str):
         from aigen.storage import BadKey, ObjectMissing, StorageError, validate_key
@@ -323,6 +349,7 @@ def register(app, gallery, *, start=None, limits=None) -> Actions:
     app.route(f"/g/<gen_id:re:{GEN_ID}>/delete", "GET", a.delete_page)
     app.route(f"/g/<gen_id:re:{GEN_ID}>/delete", "POST", a.delete_post)
     app.route(f"/g/<gen_id:re:{GEN_ID}>/download.zip", "GET", a.download_zip)
+    app.route(f"/g/<gen_id:re:{GEN_ID}>/copied", "POST", a.prompt_copied)
     return a
 
 

@@ -38,6 +38,20 @@
     var text = promptOf(button);
     var copy = navigator.clipboard && window.isSecureContext
       ? navigator.clipboard.writeText(text) : fallbackCopy(text);
-    copy.then(function () { say(button, "Copied"); }, function () { say(button, "Could not copy"); });
+    copy.then(function () {
+      say(button, "Copied");
+      var section = document.getElementById(button.getAttribute("data-copy-for"));
+      window.aigenCopied(section && section.getAttribute("data-id"), "gallery");
+    }, function () { say(button, "Could not copy"); });
   });
+
+  // The copy is the browser's; the gallery records it (an event, as for every action). Best effort: a lost
+  // record never gets in the user's way.
+  window.aigenCopied = function (genId, where) {
+    var token = document.querySelector('input[name="csrf_token"]');
+    if (!genId || !token || !window.fetch) { return; }
+    fetch("/g/" + encodeURIComponent(genId) + "/copied?from=" + where, {
+      method: "POST", credentials: "same-origin", headers: {"X-CSRF-Token": token.value}
+    }).catch(function () { /* not recorded */ });
+  };
 })();

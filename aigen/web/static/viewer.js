@@ -107,7 +107,11 @@
 
   function copyPrompt() {
     var text = ui.prompt.textContent;
-    var done = function () { ui.copied.textContent = "Copied."; };
+    var record = function () {
+      var sec = current ? sectionOf(current) : null;
+      if (window.aigenCopied && sec) { window.aigenCopied(sec.getAttribute("data-id"), "viewer"); }
+    };
+    var done = function () { ui.copied.textContent = "Copied."; record(); };
     var fallback = function () {
       // Off a secure origin (plain http beyond localhost) there is no clipboard API.
       var area = el("textarea", "visually-hidden");
@@ -118,6 +122,7 @@
       try { ok = document.execCommand("copy"); } catch (err) { ok = false; }
       area.remove();
       ui.copied.textContent = ok ? "Copied." : "Select the prompt and copy it.";
+      if (ok) { record(); }
       ui.copy.focus();
     };
     if (navigator.clipboard && window.isSecureContext) {
