@@ -17,7 +17,7 @@ def events(
     user: Optional[str] = typer.Option(None, "--user", "-u", help="Only this user's events."),
     kind: Optional[str] = typer.Option(None, "--kind", "-k", help="Only this kind: login_ok, login_failed, "
                                        "magic_link_login, logout, gallery_view, generation_view, asset_view, "
-                                       "api_view, generation_requested, generation_deleted, zip_download."),
+                                       "api_view, generation_retry, generation_requested, generation_deleted, zip_download, prompt_copied."),
     failed: bool = typer.Option(False, "--failed", help="Only failed login attempts (same as --kind login_failed)."),
     limit: int = typer.Option(50, "--limit", "-n", help="How many events (newest first, 1-10000)."),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
