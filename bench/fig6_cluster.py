@@ -263,7 +263,7 @@ def main(argv=None) -> int:
                 os.environ["AIGEN_DATABASE_URL"] = url
                 cluster = Cluster(tmp / f"c{n}", url, env)
                 (tmp / f"c{n}").mkdir()
-                from aigen.cluster.engine import Client
+                from aigen.cluster.engine import Client, first_phase
                 from aigen.cluster.worker import open_store
 
                 chome = resolve_home(tmp / f"c{n}" / ("client" if _pg_store() else "shared"))
@@ -285,7 +285,7 @@ def main(argv=None) -> int:
                             gen, assets = prepare(RequestSpec(**{**spec_kw, "images": 1}), home=chome.path)
                             g = store.create_generation(gen, assets)
                             t_enq = time.time()
-                            client.enqueue_generation(g)
+                            client.enqueue_generation(g, first_assets=first_phase(store, g))
                             end = time.monotonic() + 60
                             while not read_calls(inflight):
                                 if time.monotonic() > end:
@@ -308,7 +308,7 @@ def main(argv=None) -> int:
                     t0 = time.perf_counter()
                     t0_wall = time.time()
                     for g in gids:
-                        client.enqueue_generation(g)
+                        client.enqueue_generation(g, first_assets=first_phase(store, g))
                     enqueued_s = time.perf_counter() - t0
                     pending = set(gids)
                     deadline = time.monotonic() + 20 * ideal + 120

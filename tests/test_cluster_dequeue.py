@@ -222,3 +222,37 @@ def test_generate_and_the_workers_read_the_dead_after_setting_the_same_way(monke
     # Embedded (no cluster database): the setting is not even read.
     monkeypatch.setenv("AIGEN_WORKER_DEAD_AFTER", "soon")
     assert use_workers(Rows(), None) is False
+
+
+def test_the_first_phase_is_enqueued_with_the_generation_under_the_workflows_own_ids(pg_database, tmp_path):
+    """enqueue_generation(first_assets=...) queues the asset jobs at once, each under the id the generation's
+    workflow will use for it (so its own enqueue finds them: each asset is still made once, see
+    test_cluster_workers.py); --video-from-images queues only the images first."""
+    import psycopg
+
+    from aigen.cluster.engine import ASSET_WORKFLOW, SCHEMA, Client, asset_phases, first_phase, queue_name
+    from aigen.config import resolve_home
+    from aigen.pipeline.plan import RequestSpec, prepare
+    from aigen.store import open_store
+
+    home = resolve_home(tmp_path / "h")
+    store = open_store(home, env={"AIGEN_DATABASE_URL": pg_database})
+    gen, assets = prepare(RequestSpec(user_id="alice", prompt="a fox", images=2, videos=1), home=home.path)
+    gid = store.create_generation(gen, assets)
+    first = first_phase(store, gid)
+    assert [(a["kind"], a["idx"]) for a in first] == [("video", 1), ("image", 1), ("image", 2)]
+    client = Client(pg_database)
+    try:
+        wf = client.enqueue_generation(gid, first_assets=first)
+    finally:
+        client.close()
+    with psycopg.connect(pg_database) as c:
+        rows = c.execute(f"SELECT workflow_uuid, name, queue_name, status FROM {SCHEMA}.workflow_status "
+                         "ORDER BY created_at").fetchall()
+    assert rows[0][0] == wf and rows[0][3] == "ENQUEUED"
+    assert sorted(r[0] for r in rows[1:]) == sorted(f"{wf}.a{a['id']}" for a in first)
+    assert all(r[1] == ASSET_WORKFLOW and r[2] == queue_name("local") and r[3] == "ENQUEUED" for r in rows[1:])
+    # With --video-from-images, the videos wait for the images: only the images go first.
+    phases = asset_phases({"options": {"video_from_images": True}}, store.assets(gid))
+    assert [[a["kind"] for a in p] for p in phases] == [["image", "image"], ["video"]]
+    store.close()

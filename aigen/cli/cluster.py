@@ -266,10 +266,14 @@ def use_workers(store, url: str | None) -> bool:
     return live(store, url)
 
 
-def enqueue(url: str, gen_id: str, *, include_refused: bool = False) -> str:
+def enqueue(url: str, gen_id: str, *, include_refused: bool = False, store=None) -> str:
+    """Enqueue a generation for the workers (and, given the store, its first asset jobs with it)."""
     client = _client(url)
     try:
-        return client.enqueue_generation(gen_id, include_refused=include_refused)
+        from aigen.cluster.engine import first_phase
+
+        first = first_phase(store, gen_id) if store is not None else None
+        return client.enqueue_generation(gen_id, include_refused=include_refused, first_assets=first)
     finally:
         client.close()
 

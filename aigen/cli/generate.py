@@ -233,7 +233,7 @@ def _start_cluster(state, store, home, url, gen_id, gen_row, user, images, video
     from aigen.cli import cluster
 
     try:
-        cluster.enqueue(url, gen_id)
+        cluster.enqueue(url, gen_id, store=store)
     except AigenError as e:
         fail(e, as_json=as_json)
     if detach:

@@ -35,7 +35,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 from aigen.cluster import ClusterUnavailable, describe_db_error, is_db_error
 from aigen.config import Home
@@ -370,14 +369,9 @@ class Worker:
         return self._on_pool(self._assets_to_make, gen_id)
 
     def _assets_to_make(self, gen_id: str) -> list[list[dict]]:
-        gen = self.store.get_generation(gen_id)
-        todo = [{"id": a["id"], "provider": a["provider"], "kind": a["kind"], "idx": a["idx"]}
-                for a in self.store.assets(gen_id) if a["status"] not in FINAL_ASSET]
-        if (gen.get("options") or {}).get("video_from_images"):
-            return [p for p in ([a for a in todo if a["kind"] == "image"],
-                                [a for a in todo if a["kind"] == "video"]) if p]
-        # Longest jobs first, as in embedded mode.
-        return [sorted(todo, key=lambda a: (a["kind"] != "video", a["idx"]))]
+        from aigen.cluster.engine import asset_phases
+
+        return asset_phases(self.store.get_generation(gen_id), self.store.assets(gen_id))
 
     def finalize(self, gen_id: str, ended: dict[str, str] | None = None) -> str:
         return self._on_pool(self._finalize, gen_id, ended or {})

@@ -66,11 +66,11 @@ def start_in_background(home_path: Path, store, gen_id: str, *, include_refused:
         from aigen.cluster import require_dbos
 
         require_dbos()
-        from aigen.cluster.engine import Client
+        from aigen.cluster.engine import Client, first_phase
 
         client = Client(url)
         try:
-            client.enqueue_generation(gen_id, include_refused=include_refused)
+            client.enqueue_generation(gen_id, include_refused=include_refused, first_assets=first_phase(store, gen_id))
         finally:
             client.close()
         return {"queued": True}
