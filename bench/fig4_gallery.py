@@ -259,6 +259,10 @@ def closed_loop(port: int, clients: int, requests: int, paths: list[str], login_
             # Connected and warm before the common start: connection set-up is not page latency.
             c.get(paths[k % len(paths)])
             ready.wait()
+            if think_s:
+                # People do not all click at the same instant: each starts at a random point of one
+                # think time (else every round would open with a burst of `clients` requests at once).
+                time.sleep(pause.uniform(0.0, 2.0) * think_s)
             for i in range(requests):
                 path = paths[(k + i) % len(paths)]
                 t0 = time.perf_counter()
