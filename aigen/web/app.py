@@ -266,6 +266,7 @@ class Gallery:
         self.dedupe = ViewDedupe()
         self.grants = MediaGrants(settings.monotonic)
         self._cookies: dict[str, str | None] = {}
+        self._providers: dict[str, tuple] = {}
         self._cookies_lock = threading.Lock()
         self.templates = Templates()
         self.sections = SectionCache()
@@ -939,15 +940,35 @@ class Gallery:
         processing = any(g["status"] == "Processing" for g in pg.generations)
         notice = "The generation was deleted, with its files." if request.query.get("deleted") == "1" else None
         return self.page("gallery", pg=pg, sections=sections, user=user, poll=processing, filters=filters,
-                         providers=self._provider_names(user), notice=notice)
+                         providers=self._provider_names(user, tuple(sorted(pg.counts.items()))), notice=notice)
 
-    def _provider_names(self, user: str) -> list[str]:
-        """The providers this user's generations used: the choices of the search's provider filter."""
+    # How long the provider filter's choices are reused while the user's generation counts stay the same.
+    PROVIDERS_TTL_S = 30.0
+
+    def _provider_names(self, user: str, version=None) -> list[str]:
+        """The providers this user's generations used: the choices of the search's provider filter.
+
+        Reading them reads every generation of the user (a quarter of a page's
+        time with 1,000 of them), so they are kept per user while `version`
+        (the user's counts by status: a generation made, deleted or finished
+        changes them) stays the same, for PROVIDERS_TTL_S at most. Only the
+        list of choices can be late, never what a search finds."""
+        now = self.settings.monotonic()
+        if version is not None:
+            hit = self._providers.get(user)
+            if hit is not None and hit[0] == version and now < hit[1]:
+                return hit[2]
         rows = self.store.query(
             "SELECT DISTINCT p FROM (SELECT image_provider AS p FROM generations WHERE user_id = ? UNION "
             "SELECT video_provider AS p FROM generations WHERE user_id = ?) AS used WHERE p IS NOT NULL ORDER BY p",
             (user, user))
-        return [r["p"] for r in rows]
+        names = [r["p"] for r in rows]
+        if version is not None:
+            with self._cookies_lock:
+                self._providers[user] = (version, now + self.PROVIDERS_TTL_S, names)
+                while len(self._providers) > 4096:
+                    self._providers.pop(next(iter(self._providers)))
+        return names
 
     def generation(self, gen_id: str):
         user = self.require_user(next_path=f"/g/{gen_id}")

@@ -40,7 +40,15 @@ FORWARDED_HEADERS = ("HTTP_FORWARDED", "HTTP_X_FORWARDED_FOR", "HTTP_X_REAL_IP",
 
 
 def is_loopback_host(host: str) -> bool:
-    host = (host or "").strip().strip("[]").lower()
+    # Asked of the peer's address and the Host header on every request: answered once per value
+    # (a name can be at most 253 characters; longer values, which no cache should hold, are not kept).
+    host = host or ""
+    return _is_loopback_host(host) if len(host) <= 260 else _is_loopback_host.__wrapped__(host)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_loopback_host(host: str) -> bool:
+    host = host.strip().strip("[]").lower()
     if host in LOOPBACK_NAMES or host.endswith(".localhost"):
         return True
     try:
