@@ -379,26 +379,27 @@ def test_a_video_from_s3_plays_and_seeks_in_chromium(page, s3_site, delivery):  
     page.wait_for_function(
         """sel => { const i = document.querySelector(sel + ' .images img');
                     return i && i.complete && i.naturalWidth === 64; }""", arg=sec)
-    # The tile shows the video's preview (from S3 too); a click plays it in place.
+    # The tile shows the video's preview (from S3 too); a click plays it in the viewer.
     page.wait_for_function(
         """sel => { const i = document.querySelector(sel + ' .videos a.tile img');
                     return i && i.complete && i.naturalWidth > 0; }""", arg=sec)
     page.click(f"{sec} .videos a.tile")
+    page.wait_for_selector("dialog.viewer[open] video")  # it plays in the viewer
     page.wait_for_function(
-        """sel => { const v = document.querySelector(sel + ' video');
+        """sel => { const v = document.querySelector('dialog.viewer video');
                     return v && v.readyState >= 1 && v.videoWidth === 320 && v.videoHeight === 240; }""", arg=sec)
-    assert abs(page.evaluate("sel => document.querySelector(sel + ' video').duration", sec) - 1.5) < 0.1
-    page.evaluate("""async sel => { const v = document.querySelector(sel + ' video');
+    assert abs(page.evaluate("sel => document.querySelector('dialog.viewer video').duration", sec) - 1.5) < 0.1
+    page.evaluate("""async sel => { const v = document.querySelector('dialog.viewer video');
                                     v.muted = true; await v.play(); }""", sec)
-    page.wait_for_function("sel => document.querySelector(sel + ' video').currentTime > 0.2", arg=sec)
-    page.evaluate("sel => document.querySelector(sel + ' video').pause()", sec)
+    page.wait_for_function("sel => document.querySelector('dialog.viewer video').currentTime > 0.2", arg=sec)
+    page.evaluate("sel => document.querySelector('dialog.viewer video').pause()", sec)
     # Seek: the browser asks for a later range and shows the frame there.
-    page.evaluate("""sel => new Promise(ok => { const v = document.querySelector(sel + ' video');
+    page.evaluate("""sel => new Promise(ok => { const v = document.querySelector('dialog.viewer video');
                                                v.addEventListener('seeked', ok, {once: true}); v.currentTime = 1.2; })""",
                   sec)
-    assert abs(page.evaluate("sel => document.querySelector(sel + ' video').currentTime", sec) - 1.2) < 0.05
-    page.wait_for_function("sel => document.querySelector(sel + ' video').readyState >= 2", arg=sec)
-    assert page.evaluate("sel => document.querySelector(sel + ' video').error", sec) is None
+    assert abs(page.evaluate("sel => document.querySelector('dialog.viewer video').currentTime", sec) - 1.2) < 0.05
+    page.wait_for_function("sel => document.querySelector('dialog.viewer video').readyState >= 2", arg=sec)
+    assert page.evaluate("sel => document.querySelector('dialog.viewer video').error", sec) is None
     # No CSP violation, no failed load: the console stayed clean.
     assert page.problems == []
 
