@@ -1,4 +1,4 @@
-"""Figure 4, gallery: page latency under 20 concurrent clients, and video bytes per second in Range requests.
+"""Figure 4, gallery: page latency under 20 and 100 concurrent clients, and video bytes per second in Range requests.
 
 Setup: a store with 1,000 generations of one user (real schema, executemany),
 the real gallery run as `aigen serve --port 0` (waitress, 4 worker threads) on
@@ -15,12 +15,23 @@ a request in flight). Baseline: Python's `http.server` (ThreadingHTTPServer,
 SimpleHTTPRequestHandler, HTTP/1.1 keep-alive, TCP_NODELAY) serving the same page's HTML
 as a static file to the same 20 clients: the floor of a Python server on this
 machine, without any of the work of a page (session, database, template,
-event row).
+event row). Target: p99 under 50 ms.
+
+Many clients: 100 client threads, each logged in with its own session on its
+own connection, as people would use it: a page, then a look at it (0.25-0.75
+s, --think 0.5 on average), each starting at a random point of one think
+time. Same baseline, same clients. Target: p99 under 50 ms. The same 100
+clients with no think time at all (saturation) are printed as a note.
 
 Media: one client fetches the file the way a <video> element does, with
 open-ended Range requests (`bytes=N-`) from the start and from 7 seek points,
-each answer read to the end (the target is judged on this); then in fixed
-1 MiB Range requests, one after another, and whole. Baseline: the same
+each answer read to the end; in fixed 1 MiB Range requests, one after
+another; and whole (for the record); then 100 clients at once, each on its
+own connection and session, each fetching 4 MiB from its own point in fixed
+1 MiB Range requests. Targets: at least the baseline's bytes per second in
+each of the three. The one-client comparisons run in --media-rounds rounds,
+aigen and baseline back to back in a shuffled order; each round's ratio is
+printed with its spread. Baseline: the same
 requests to http.server serving the same file. SimpleHTTPRequestHandler ignores Range
 (it answers 200 with the whole file), so the baseline handler adds single
 Range support on top of it (seek, then its own copyfile of that many bytes):
