@@ -249,8 +249,12 @@ class Report:
         for c in self.checks:
             print("\n".join(c.lines()), flush=True)
         met = all(c.met for c in self.checks)
+        try:
+            load = f", load average {os.getloadavg()[0]:.2f} at the end"
+        except OSError:
+            load = ""
         print(f"=== {self.figure}: {'all targets MET' if met else 'some targets MISSED'} "
-              f"({time.time() - self.started:.0f} s) ===", flush=True)
+              f"({time.time() - self.started:.0f} s{load}) ===", flush=True)
         out_dir = Path(self.args.results_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         name = self.figure + ("-quick" if self.args.quick else "")

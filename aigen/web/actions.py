@@ -258,6 +258,7 @@ class Actions:
             result = delete_generation(g.home, g.store, gen_id, storage=g.storage, user_id=user,
                                        now=g.settings.clock())
         except AigenError as e:
+            g.grants.drop_generation(gen_id)  # some of its files may be gone already
             reason = "running" if isinstance(e, Running) else e.code
             g.event("generation_deleted", ok=False, reason=reason, user_id=user, generation_id=gen_id,
                     detail=e.message[:500])
@@ -268,6 +269,7 @@ class Actions:
                                       "status = 'done'", (gen_id,))["n"]
             return g.page("delete", status=status, user=user, title="Delete this generation?", gen=gen,
                           files=files, running=isinstance(e, Running), message=e.message)
+        g.grants.drop_generation(gen_id)  # what /media kept of its files, for every session
         g.event("generation_deleted", ok=True, user_id=user, generation_id=gen_id,
                 detail=f"from the gallery: {result['files']} file(s)")
         raise g.redirect("/?deleted=1")

@@ -62,7 +62,7 @@ from aigen.web.auth import (
     is_loopback_host,
     url_host,
 )
-from aigen.web.media import file_response, resolve_in_home, safe_download_name
+from aigen.web.media import Grant, MediaGrants, file_response, real_path_in_home, safe_download_name
 
 log = logging.getLogger("aigen.web")
 
@@ -128,7 +128,7 @@ class WebSettings:
     idle_poll_ms: int = 20000
     # The wall clock: sessions, links and the login limiter (kept in the database, the same on every host).
     clock: Callable[[], datetime] = utcnow
-    # Unused since the login limiter moved into the database; kept so that callers passing it still work.
+    # How long what /media found about an asset is kept for a session (MediaGrants, a few seconds).
     monotonic: Callable[[], float] = time.monotonic
     store: Store | None = field(default=None, repr=False)
     # Where the files are (aigen.storage): None is the configured one (AIGEN_STORAGE_URL, else the home).
@@ -264,6 +264,9 @@ class Gallery:
         self.codec = SessionCodec(self.secret, settings.clock)
         self.limiter = LoginLimiter(self.session_store, settings.login_limit, settings.login_window_s, settings.clock)
         self.dedupe = ViewDedupe()
+        self.grants = MediaGrants(settings.monotonic)
+        self._cookies: dict[str, str | None] = {}
+        self._cookies_lock = threading.Lock()
         self.templates = Templates()
         self.sections = SectionCache()
         self._wf_client = None
@@ -376,6 +379,8 @@ class Gallery:
             row = sessions.lookup(self.session_store, s.key)
             if not sessions.is_live(row, now) or row["user_id"] != s.user_id:
                 row = None
+                # Ended (here or by another process): what /media kept for it goes too.
+                self.grants.drop_session(s.key)
             else:
                 try:
                     sessions.touch(self.session_store, row, now)
@@ -388,8 +393,20 @@ class Gallery:
     def session(self) -> Session | None:
         env = request.environ
         if "aigen.session" not in env:
-            env["aigen.session"] = self.codec.loads(request.get_cookie(COOKIE))
+            env["aigen.session"] = self.codec.loads(self._session_cookie(env.get("HTTP_COOKIE") or ""))
         return env["aigen.session"]
+
+    def _session_cookie(self, header: str) -> str | None:
+        """The session cookie's value in a Cookie header, as Bottle reads it; the header parsed once per
+        distinct header (http.cookies is slow, and a video's Range requests all carry the same one)."""
+        value = self._cookies.get(header, self)
+        if value is self:
+            value = request.get_cookie(COOKIE)
+            with self._cookies_lock:
+                self._cookies[header] = value
+                while len(self._cookies) > 4096:
+                    self._cookies.pop(next(iter(self._cookies)))
+        return value
 
     def set_session(self, s: Session) -> None:
         request.environ["aigen.session"] = s
@@ -753,6 +770,8 @@ class Gallery:
                 db.conn.execute("UPDATE users SET last_login_at = ? WHERE user_id = ?", (iso(now), user_id))
             if before is not None and before.user_id:
                 sessions.revoke(db, before.key, sessions.WHY_REPLACED, now)
+        if before is not None:
+            self.grants.drop_session(before.key)
             sessions.insert(db, s.key, user_id, self.VIA_KIND[via], now=now,
                             expires=datetime.fromtimestamp(s.exp, timezone.utc), address=self.address(),
                             user_agent=self.user_agent())
@@ -769,6 +788,7 @@ class Gallery:
             # Ended on the server: the old cookie, replayed, opens nothing.
             with self.session_store.transaction() as db:
                 sessions.revoke(db, s.key, sessions.WHY_LOGOUT, self.settings.clock())
+            self.grants.drop_session(s.key)
         self.event("logout", ok=True, user_id=s.user_id)
         self.set_session(self.codec.new(int(self.settings.session_ttl.total_seconds())))
         raise self.redirect("/login?bye=1")
@@ -1050,6 +1070,7 @@ class Gallery:
                 raise Busy(f"generation {gen_id} is already Completed: nothing to retry")
             # Processing at once (the page says so, and a second press is refused as starting), with the
             # same assets `aigen retry` reopens: every one not done, refused ones only if asked.
+            self.grants.drop_generation(gen_id)
             self.store.reopen_generation(gen_id, skip_refused=not include_refused, now=self.settings.clock())
             self.store.set_generation_fields(gen_id, cancel_requested_at=None)
             started = start_in_background(self.home.path, self.store, gen_id, include_refused=include_refused)
@@ -1074,13 +1095,39 @@ class Gallery:
         A file shown as a preview (a poster, a thumbnail) is not logged as a view of the asset."""
         asset_id = int(asset_id)
         poster = variant is not None
-        user = self.current_user()
+        user = self.current_user()  # the session is checked in the database on every request
         via_basic = False
         if user is None:
             user = self.basic_user(api=False)
             via_basic = user is not None
         if user is None:
             raise HTTPError(401, "Log in first.")
+        # What this session was already found allowed to fetch of this asset (a video's next Range request):
+        # the ownership lookup and the path checks are not made again for a few seconds (MediaGrants).
+        session_key = None if via_basic else self.session().key
+        grant = self.grants.get(session_key, asset_id, variant) if session_key else None
+        if grant is None or grant.row["user_id"] != user:
+            grant = self._media_grant(asset_id, variant, user)
+            if session_key:
+                self.grants.put(session_key, asset_id, variant, grant)
+        row, rel = grant.row, grant.rel
+        if not self.local_files:
+            return self.stored_media(row, rel, poster, user, via_basic)
+        download = request.query.get("download") == "1"
+        name = safe_download_name(f"{row['generation_id']}-{Path(rel).name}") if download else None
+        try:
+            res, rng = file_response(grant.path, request.environ, etag_seed=None if poster else row["sha256"],
+                                     download_name=name)
+        except FileNotFoundError:
+            # Deleted (a generation's files go before its rows) or never there.
+            if session_key:
+                self.grants.drop(session_key, asset_id, variant)
+            raise HTTPError(404) from None
+        return self._media_sent(res, rng, row, user, poster, download, via_basic, (200, 206, 304))
+
+    def _media_grant(self, asset_id: int, variant: str | None, user: str) -> Grant:
+        """Look the asset up and check it: `user`'s, done, and the file named inside its own folder (or,
+        in the home, inside the home). Any refusal is the same 404 as for a missing asset."""
         row = self.store.query_one(
             "SELECT a.id, a.kind, a.idx, a.status, a.path, a.poster_path, a.thumb_path, a.thumb2x_path, a.sha256, "
             "a.generation_id, g.user_id FROM assets a JOIN generations g ON g.id = a.generation_id WHERE a.id = ?",
@@ -1099,15 +1146,13 @@ class Gallery:
             if owned_key(row, rel) is None:
                 raise HTTPError(404)
         if not self.local_files:
-            return self.stored_media(row, rel, poster, user, via_basic)
-        path = resolve_in_home(self.storage.root, rel)
+            if not rel:
+                raise HTTPError(404)
+            return Grant(row, rel)
+        path = real_path_in_home(self.storage.root, rel)
         if path is None:
             raise HTTPError(404)
-        download = request.query.get("download") == "1"
-        name = safe_download_name(f"{row['generation_id']}-{Path(rel).name}") if download else None
-        res, rng = file_response(path, request.environ, etag_seed=None if poster else row["sha256"],
-                                 download_name=name)
-        return self._media_sent(res, rng, row, user, poster, download, via_basic, (200, 206, 304))
+        return Grant(row, rel, path)
 
     def _media_sent(self, res, rng, row: dict, user: str, poster: bool, download: bool, via_basic: bool,
                     viewed: tuple[int, ...]):

@@ -11,8 +11,14 @@ import email.utils
 import functools
 import os
 import re
+import stat
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 CONTENT_TYPES = {
     ".png": "image/png",
@@ -44,12 +50,13 @@ def _real_root(home_path: str) -> str:
     return os.path.realpath(home_path)
 
 
-def resolve_in_home(home_path: Path, rel: str | None) -> Path | None:
-    """The file a row points to, or None if it is missing or lies outside the home.
+def real_path_in_home(home_path: Path, rel: str | None) -> str | None:
+    """The real path (symbolic links resolved) of what a row names, or None if it would lie outside the home.
 
-    os.path rather than pathlib, and the home resolved once: this runs for
-    every Range request of a video, and pathlib's resolve() was a third of
-    the cost of one (bench/fig4_gallery.py).
+    os.path rather than pathlib, and the home resolved once: pathlib's
+    resolve() was a third of the cost of a Range request. The gallery keeps
+    the answer for a few seconds per session and asset (MediaGrants), so a
+    video's Range requests resolve it once.
     """
     if not rel or "\x00" in rel:
         return None
@@ -59,7 +66,92 @@ def resolve_in_home(home_path: Path, rel: str | None) -> Path | None:
     full = os.path.realpath(os.path.join(root, rel))
     if not full.startswith(root + os.sep):
         return None
-    return Path(full) if os.path.isfile(full) else None
+    return full
+
+
+def resolve_in_home(home_path: Path, rel: str | None) -> Path | None:
+    """The file a row points to, or None if it is missing or lies outside the home."""
+    full = real_path_in_home(home_path, rel)
+    return Path(full) if full is not None and os.path.isfile(full) else None
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one session was found allowed to fetch of one asset: the asset's row (with its owner), the key
+    the row names for the file asked for, and (files in the home) that file's real path."""
+
+    row: dict
+    rel: str
+    path: str | None = None
+
+
+class MediaGrants:
+    """(session, asset, variant) -> Grant, for TTL_S seconds at most: the ownership lookup and the path
+    checks of /media done once for a video's many Range requests, not for each.
+
+    Never trusted alone. The session is still checked on every request
+    (its row in `sessions`, Gallery.current_user) before this is looked at,
+    so a session ended anywhere (logout, a new login, `aigen user code
+    --rotate/--revoke`, `aigen user sessions --revoke-all`, another gallery
+    process) fetches nothing more at once; the gallery also drops a session's
+    grants when it ends it or finds it ended. Each request opens the file
+    again (a deleted generation's files are gone before its rows: a 404 at
+    once), and a delete, Retry or Resume in this process drops the
+    generation's grants. What is left to the TTL is only a change made by
+    another process that leaves the file in place, which no aigen command
+    makes to a done asset.
+    """
+
+    TTL_S = 5.0
+    MAX = 20_000
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic, ttl_s: float = TTL_S, size: int = MAX):
+        self.monotonic, self.ttl_s, self.size = monotonic, ttl_s, size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, session_key: str, asset_id: int, variant: str | None) -> Grant | None:
+        key = (session_key, asset_id, variant)
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            expires, grant = item
+            if self.monotonic() >= expires:
+                del self._items[key]
+                return None
+            self._items.move_to_end(key)
+            return grant
+
+    def put(self, session_key: str, asset_id: int, variant: str | None, grant: Grant) -> None:
+        with self._lock:
+            self._items[(session_key, asset_id, variant)] = (self.monotonic() + self.ttl_s, grant)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def _drop(self, keep: Callable[[tuple, Grant], bool]) -> int:
+        with self._lock:
+            gone = [k for k, (_, grant) in self._items.items() if not keep(k, grant)]
+            for k in gone:
+                del self._items[k]
+            return len(gone)
+
+    def drop(self, session_key: str, asset_id: int, variant: str | None) -> None:
+        with self._lock:
+            self._items.pop((session_key, asset_id, variant), None)
+
+    def drop_session(self, session_key: str) -> int:
+        return self._drop(lambda k, g: k[0] != session_key)
+
+    def drop_generation(self, generation_id: str) -> int:
+        return self._drop(lambda k, g: g.row["generation_id"] != generation_id)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
@@ -131,6 +223,12 @@ def parse_http_date(value: str | None) -> int | None:
 
 
 def http_date(ts: float) -> str:
+    return _http_date(int(ts))
+
+
+@functools.lru_cache(maxsize=1024)
+def _http_date(ts: int) -> str:
+    # A file's Last-Modified, again for each of its Range requests: formatted once.
     return email.utils.formatdate(ts, usegmt=True)
 
 
@@ -142,10 +240,16 @@ def _etag_matches(header: str, etag: str) -> bool:
     return etag in tags
 
 
-def _read(path: Path, start: int, length: int):
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        remaining = length
+class _FileRange:
+    """`length` bytes of an open file from `start`, as a WSGI body the server closes (no ``read``: see _Body)."""
+
+    def __init__(self, fh, start: int, length: int):
+        self._fh, self._start, self._length = fh, start, length
+
+    def __iter__(self):
+        fh = self._fh
+        fh.seek(self._start)
+        remaining = self._length
         while remaining > 0:
             block = fh.read(min(CHUNK, remaining))
             if not block:
@@ -153,32 +257,54 @@ def _read(path: Path, start: int, length: int):
             remaining -= len(block)
             yield block
 
+    def close(self) -> None:
+        self._fh.close()
 
-def file_response(path: Path, environ: dict, *, etag_seed: str | None = None, download_name: str | None = None,
-                  cache_control: str = "private, no-cache"):
+
+def file_response(path: Path | str, environ: dict, *, etag_seed: str | None = None,
+                  download_name: str | None = None, cache_control: str = "private, no-cache"):
     """Build a bottle HTTPResponse for `path` honouring conditional and Range requests.
 
     Returns (response, byte_range) where byte_range is (start, end) of what is
     sent, or None for a 304/416, so the caller can tell a first fetch from the
-    continuation of a video.
+    continuation of a video. Raises FileNotFoundError when `path` is not a
+    regular file (any more): the file is opened once, and what is sent is
+    what was opened.
     """
-    st = path.stat()
+    try:
+        # Unbuffered: what is sent is sent by waitress (os.sendfile) or read in large blocks, and a
+        # buffered reader costs an isatty() and a few seeks per request.
+        fh = open(path, "rb", buffering=0)
+    except IsADirectoryError:
+        raise FileNotFoundError(path) from None
+    try:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise FileNotFoundError(path)
+        used = []
 
-    def body(start: int, length: int):
-        if _server_sends_files(environ):
-            # Hand waitress the open file, positioned at the start of the range: it
-            # sends exactly Content-Length bytes from there straight to the socket,
-            # without copying every block through its output buffer (which spills
-            # to a temporary file past 1 MiB). Measured in bench/fig4_gallery.py.
-            fh = open(path, "rb")
-            fh.seek(start)
-            return fh
-        return _read(path, start, length)
+        def body(start: int, length: int):
+            used.append(True)
+            if _server_sends_files(environ):
+                # Hand waitress the open file, positioned at the start of the range: it
+                # sends exactly Content-Length bytes from there to the socket (with
+                # os.sendfile, aigen.web.server), without copying every block through its
+                # output buffer (which spills to a temporary file past 1 MiB).
+                fh.seek(start)
+                return fh
+            return _FileRange(fh, start, length)
 
-    # A strong ETag: from the content hash recorded in the database when there
-    # is one, else from size and modification time.
-    return _respond(environ, size=st.st_size, mtime=st.st_mtime, mtime_ns=st.st_mtime_ns, suffix=path.suffix,
-                    etag_seed=etag_seed, download_name=download_name, cache_control=cache_control, body=body)
+        # A strong ETag: from the content hash recorded in the database when there
+        # is one, else from size and modification time.
+        result = _respond(environ, size=st.st_size, mtime=st.st_mtime, mtime_ns=st.st_mtime_ns,
+                          suffix=os.path.splitext(path)[1], etag_seed=etag_seed, download_name=download_name,
+                          cache_control=cache_control, body=body)
+    except BaseException:
+        fh.close()
+        raise
+    if not used:
+        fh.close()  # a 304, a 416, a HEAD: nothing of it is sent
+    return result
 
 
 def _respond(environ: dict, *, size: int, mtime: float, mtime_ns: int, suffix: str, etag_seed: str | None,
