@@ -7,52 +7,16 @@ Skips without Chromium unless AIGEN_REQUIRE_BROWSER is set (as tests/test_web_br
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 from fakes.web import open_home, real_generation
 
 from aigen.web.app import WebSettings, make_app
 from aigen.web.server import GalleryServer
+from test_web_browser import browser, log_in, page  # noqa: F401 - the shared Chromium fixtures
 
 # The README's picture of the form (AIGEN_UPDATE_SCREENSHOT=1 refreshes it).
 FORM_SCREENSHOT = __import__("pathlib").Path(__file__).resolve().parent.parent / "docs" / "new.png"
-
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run"]
-
-
-def chromium_path() -> str | None:
-    if os.environ.get("AIGEN_CHROMIUM"):
-        return os.environ["AIGEN_CHROMIUM"] if os.path.exists(os.environ["AIGEN_CHROMIUM"]) else None
-    for candidate in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    return None
-
-
-def _unavailable(why: str):
-    if os.environ.get("AIGEN_REQUIRE_BROWSER"):
-        pytest.fail(f"browser tests are required here (AIGEN_REQUIRE_BROWSER is set) but {why}")
-    pytest.skip(why)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    exe = chromium_path()
-    if exe is None:
-        _unavailable("Chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("the playwright Python package is not installed (pip install -e '.[test]')")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=LAUNCH_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
@@ -68,27 +32,6 @@ def site(tmp_path_factory):
         server.shutdown()
 
 
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    problems = []
-    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-    pg.problems = problems
-    try:
-        yield pg
-    finally:
-        context.close()
-
-
-def log_in(page, base: str, user_id: str) -> None:
-    page.goto(base + "/")
-    page.fill("#user_id", user_id)
-    page.click("button[type=submit]")
-    page.wait_for_url(base + "/")
-
-
 def wait_until(check, timeout=10.0):
     import time
 
@@ -98,7 +41,7 @@ def wait_until(check, timeout=10.0):
         time.sleep(0.05)
 
 
-def test_a_generation_asked_for_from_the_form_is_made_and_its_video_plays(page, site, tmp_path):
+def test_a_generation_asked_for_from_the_form_is_made_and_its_video_plays(page, site, tmp_path):  # noqa: F811
     base, store = site["url"], site["store"]
     log_in(page, base, "carol")
     page.click("text=New generation")
@@ -135,7 +78,7 @@ def test_a_generation_asked_for_from_the_form_is_made_and_its_video_plays(page, 
     assert page.problems == []
 
 
-def test_search_finds_by_a_word_of_the_prompt(page, site):
+def test_search_finds_by_a_word_of_the_prompt(page, site):  # noqa: F811
     base = site["url"]
     log_in(page, base, "alice")
     assert page.locator("section.generation").count() == 2
@@ -165,7 +108,7 @@ def test_search_finds_by_a_word_of_the_prompt(page, site):
     assert page.problems == []
 
 
-def test_delete_removes_the_rows_and_files_and_logs_an_event(page, site):
+def test_delete_removes_the_rows_and_files_and_logs_an_event(page, site):  # noqa: F811
     base, store, home = site["url"], site["store"], site["home"]
     gid = real_generation(home, store, "dave", "a lighthouse in a storm", images=1, videos=1)
     folder = home.content_dir / "dave" / gid

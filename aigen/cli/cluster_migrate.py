@@ -6,7 +6,6 @@ progress bar and prints the final count check.
 
 from __future__ import annotations
 
-from typing import Optional
 
 import typer
 
@@ -123,7 +122,7 @@ class _ProgressBar:
 
     def __enter__(self):
         if self.enabled:
-            from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                        TimeRemainingColumn)
 
             self._p = Progress(TextColumn("{task.description:<6}"), BarColumn(), MofNCompleteColumn(),

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from aigen.cli.output import console, escape, excerpt, fail, human_bytes, print_json
-from aigen.errors import AigenError, BadInput, NotFound
+from aigen.errors import AigenError, BadInput
 
 
 def delete(
@@ -27,11 +27,7 @@ def delete(
 
     state = ctx.obj
     try:
-        store = state.store(create=False)
-        if store is None:
-            raise NotFound(f"unknown generation id {generation_id!r}: there are no generations in "
-                           f"{state.home.path} yet")
-        gen_id = store.resolve_generation_id(generation_id)
+        store, gen_id = state.generation(generation_id)
         gen = store.get_generation(gen_id)
         if not yes:
             if not sys.stdin.isatty():

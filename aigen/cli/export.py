@@ -36,11 +36,7 @@ def export(
     state = ctx.obj
     target = None
     try:
-        store = state.store(create=False)
-        if store is None:
-            raise NotFound(f"unknown generation id {generation_id!r}: there are no generations in "
-                           f"{state.home.path} yet")
-        gen_id = store.resolve_generation_id(generation_id)
+        store, gen_id = state.generation(generation_id)
         gen = store.get_generation(gen_id)
         files = members(gen, store.assets(gen_id))
         if not files:

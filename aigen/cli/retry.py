@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from aigen.cli.output import console, err_console, escape, fail, print_json
-from aigen.errors import AigenError, NotFound
+from aigen.errors import AigenError
 
 # Where they live now (the gallery's Resume/Retry makes the same checks); kept importable from here.
 from aigen.pipeline.resume import REFUSED_HINT, AllRefused  # noqa: E402,F401
@@ -36,11 +36,7 @@ def retry(
 
     state = ctx.obj
     try:
-        store = state.store(create=False)
-        if store is None:
-            raise NotFound(f"unknown generation id {generation_id!r}: there are no generations in "
-                           f"{state.home.path} yet")
-        gen_id = store.resolve_generation_id(generation_id)
+        store, gen_id = state.generation(generation_id)
         from aigen.pipeline.resume import plan_retry
 
         try:

@@ -19,6 +19,16 @@ class State:
             self._home = resolve_home(self.home_flag)
         return self._home
 
+    def generation(self, generation_id: str, *, create: bool = False):
+        """(store, full generation id) for an id or a unique prefix the user typed; NotFound when none matches."""
+        from aigen.errors import NotFound
+
+        store = self.store(create=create)
+        if store is None:
+            raise NotFound(f"unknown generation id {generation_id!r}: there are no generations in "
+                           f"{self.home.path} yet")
+        return store, store.resolve_generation_id(generation_id)
+
     def store(self, *, create: bool = True):
         """The store of this home; with create=False, None when there is no database yet.
 
