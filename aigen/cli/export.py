@@ -30,8 +30,8 @@ def export(
     recompressed), read from the home or from object storage alike and written as it is read (a temporary file
     beside the target, moved into place when complete). Logged as a `zip_download` event.
     """
-    from aigen.storage import BadKey, ObjectMissing, StorageError, from_config, validate_key
-    from aigen.web.zipstream import members, stream_zip, zip_name
+    from aigen.storage import BadKey, ObjectMissing, StorageError, from_config
+    from aigen.web.zipstream import check_members, members, stream_zip, zip_name
 
     state = ctx.obj
     target = None
@@ -43,12 +43,8 @@ def export(
             raise NotFound(f"generation {gen_id} has no files yet ({gen['status']})",
                            hint=f"see `aigen status {gen_id}`")
         storage = from_config(state.home.path)
-        own_prefix = f"generated_content/{gen['user_id']}/{gen_id}/"
         try:
-            for _, key, _a in files:
-                if not validate_key(key).startswith(own_prefix):
-                    raise BadKey(f"{key!r} is not in the generation's own folder")
-                storage.stat(key)
+            check_members(storage, gen, files)
         except (BadKey, ObjectMissing) as e:
             raise AigenError(f"a file of generation {gen_id} is missing or misplaced: {e}",
                              hint="`aigen doctor` says which and how to mend it") from None

@@ -302,8 +302,8 @@ class Actions:
 
     # -- Download all --------------------------------------------------------------------------------------
     def download_zip(self, gen_id: str):
-        from aigen.storage import BadKey, ObjectMissing, StorageError, validate_key
-        from aigen.web.zipstream import members, stream_zip, zip_name
+        from aigen.storage import BadKey, ObjectMissing, StorageError
+        from aigen.web.zipstream import check_members, members, stream_zip, zip_name
 
         g = self.g
         user = g.current_user()
@@ -313,14 +313,11 @@ class Actions:
         files = members(gen, g.store.assets(gen_id))
         if not files:
             raise g.http_error(404, "This generation has no files yet.")
-        own_prefix = f"generated_content/{gen['user_id']}/{gen_id}/"
         try:
-            for _, key, _a in files:
-                # Only the generation's own folder, as /media does: a tampered row is a 404, never another file.
-                if not validate_key(key).startswith(own_prefix):
-                    raise HTTPError(404)
-                g.storage.stat(key)
-        except (BadKey, ObjectMissing):
+            check_members(g.storage, gen, files)
+        except BadKey:  # a tampered row: a 404, never another file (as /media)
+            raise HTTPError(404) from None
+        except ObjectMissing:
             raise g.http_error(404, "A file of this generation is missing from the file store "
                                     "(`aigen doctor` on the server says which).") from None
         except StorageError as e:

@@ -78,6 +78,19 @@ def members(gen: dict, assets: list[dict]) -> list[tuple[str, str, dict]]:
     return out
 
 
+def check_members(storage, gen: dict, files: list[tuple[str, str, dict]]) -> None:
+    """Before a byte is sent: every file is in the generation's own folder (a tampered row raises BadKey, never
+    another file is read, as for /media) and is in the storage (ObjectMissing; StorageError when it cannot say)."""
+    from aigen.pipeline.delete import generation_prefix
+    from aigen.storage import BadKey, validate_key
+
+    own_prefix = generation_prefix(gen)
+    for _, key, _a in files:
+        if not validate_key(key).startswith(own_prefix):
+            raise BadKey(f"{key!r} is not in the generation's own folder")
+        storage.stat(key)
+
+
 def stream_zip(storage, gen: dict, files: list[tuple[str, str, dict]], folder: str):
     """Yield the zip of `files` (see members()) under `folder/`, chunk by chunk."""
     sink = _Sink()
