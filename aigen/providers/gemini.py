@@ -812,19 +812,20 @@ class GeminiProvider(Provider):
         return op
 
     def _wait_veo(self, client, name: str, reporter):
-        policy = PollPolicy.from_env(self.env, interval=10.0, max_interval=20.0, timeout=20 * 60.0)
+        return self._wait(lambda: self._get_op(client, name), lambda op: bool(getattr(op, "done", False)),
+                          f"operation {name}", reporter, interval=10.0, max_interval=20.0)
+
+    def _wait(self, fetch, done, what: str, reporter, *, interval: float, max_interval: float):
+        """Poll a long-running job (a Veo operation, an Omni interaction) until `done`, with aigen's policy."""
+        policy = PollPolicy.from_env(self.env, interval=interval, max_interval=max_interval, timeout=20 * 60.0)
         polls = [0]
 
-        def update(op) -> None:
+        def update(_job) -> None:
             polls[0] += 1
             reporter.progress(min(0.85, 0.05 + 0.05 * polls[0]))
 
-        return poll_job(
-            lambda: self._once(lambda: self._get_op(client, name), what=f"operation {name}"),
-            lambda op: bool(getattr(op, "done", False)),
-            policy=policy, reporter=reporter, provider=self.name, what=f"gemini operation {name}",
-            on_update=update,
-        )
+        return poll_job(lambda: self._once(fetch, what=what), done, policy=policy, reporter=reporter,
+                        provider=self.name, what=f"gemini {what}", on_update=update)
 
     def _deliver_veo(self, op, mode, dest, reporter) -> None:
         if op.error:
@@ -883,18 +884,8 @@ class GeminiProvider(Provider):
         return it
 
     def _wait_omni(self, client, iid: str, reporter):
-        policy = PollPolicy.from_env(self.env, interval=5.0, max_interval=15.0, timeout=20 * 60.0)
-        polls = [0]
-
-        def update(it) -> None:
-            polls[0] += 1
-            reporter.progress(min(0.85, 0.05 + 0.05 * polls[0]))
-
-        return poll_job(
-            lambda: self._once(lambda: client.interactions.get(iid), what=f"interaction {iid}"),
-            _omni_final, policy=policy, reporter=reporter, provider=self.name, what=f"gemini interaction {iid}",
-            on_update=update,
-        )
+        return self._wait(lambda: client.interactions.get(iid), _omni_final, f"interaction {iid}", reporter,
+                          interval=5.0, max_interval=15.0)
 
     def _deliver_omni(self, it, mode, dest, reporter) -> None:
         status = str(getattr(it, "status", "") or "")
