@@ -1176,14 +1176,12 @@ class Gallery:
         The key must lie in the generation's own folder
         (generated_content/<owner>/<generation>/): a tampered row is a 404,
         never a URL signed for some other object."""
-        from aigen.storage import BadKey, ObjectMissing, StorageError, validate_key
+        from aigen.pipeline.thumbs import owned_key
+        from aigen.storage import ObjectMissing, StorageError
         from aigen.web.media import first_byte_asked, storage_response
 
-        try:
-            key = validate_key(rel)
-        except BadKey:
-            raise HTTPError(404) from None
-        if not key.startswith(f"generated_content/{row['user_id']}/{row['generation_id']}/"):
+        key = owned_key(row, rel)
+        if key is None:
             raise HTTPError(404)
         download = request.query.get("download") == "1"
         name = safe_download_name(f"{row['generation_id']}-{key.rsplit('/', 1)[-1]}") if download else None
