@@ -25,6 +25,7 @@ from dbos import DBOS, DBOSClient
 
 from aigen import __version__
 from aigen.cluster import ClusterUnavailable, describe_db_error, is_db_error
+from aigen.store.core import FINAL_ASSET_STATES
 
 log = logging.getLogger("aigen.cluster")
 
@@ -76,7 +77,6 @@ def gen_workflow_prefix(gen_id: str) -> str:
     return f"gen-{gen_id}-"
 
 
-FINAL_ASSET = ("done", "failed")
 
 
 def asset_phases(gen: dict, assets: list[dict]) -> list[list[dict]]:
@@ -86,7 +86,7 @@ def asset_phases(gen: dict, assets: list[dict]) -> list[list[dict]]:
     then the videos made from them (enqueued once the images are made).
     """
     todo = [{"id": a["id"], "provider": a["provider"], "kind": a["kind"], "idx": a["idx"]}
-            for a in assets if a["status"] not in FINAL_ASSET]
+            for a in assets if a["status"] not in FINAL_ASSET_STATES]
     if (gen.get("options") or {}).get("video_from_images"):
         return [p for p in ([a for a in todo if a["kind"] == "image"],
                             [a for a in todo if a["kind"] == "video"]) if p]

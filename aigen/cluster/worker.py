@@ -39,10 +39,10 @@ from datetime import datetime, timedelta, timezone
 from aigen.cluster import ClusterUnavailable, describe_db_error, is_db_error
 from aigen.config import Home
 from aigen.errors import AigenError, BadInput
+from aigen.store.core import FINAL_ASSET_STATES
 
 log = logging.getLogger("aigen.cluster.worker")
 
-FINAL_ASSET = ("done", "failed")
 # The idle poll of a queue with a rate limit (AIGEN_<PROVIDER>_RATE), whose window opening sends no NOTIFY.
 LIMITED_QUEUE_POLL_S = 2.0
 CANCELLED_MSG = "cancelled with `aigen cancel`"
@@ -386,7 +386,7 @@ class Worker:
         """
         if any(status == "ERROR" for status in ended.values()):
             for a in self.store.assets(gen_id):
-                if a["status"] not in FINAL_ASSET:
+                if a["status"] not in FINAL_ASSET_STATES:
                     self.store.fail_asset(
                         a["id"], f"its worker job ended with an error before recording a result; finish it with "
                         f"`aigen retry {gen_id}` (a paid call it may have sent is not sent again on its own)",
@@ -459,11 +459,11 @@ class Worker:
                             providers=self._providers_cache, cancel_check=self.cancelled)
             runner.stop = self.stop_jobs
             status = self._run_with_store_retries(runner, gen_id, asset_id)
-            if status not in FINAL_ASSET and self.cancelled(gen_id):
+            if status not in FINAL_ASSET_STATES and self.cancelled(gen_id):
                 self.store.fail_asset(asset_id, CANCELLED_MSG, code="cancelled")
                 self.store.finalize_generation(gen_id)
                 status = "failed"
-            elif status not in FINAL_ASSET and self.stop_jobs.is_set():
+            elif status not in FINAL_ASSET_STATES and self.stop_jobs.is_set():
                 handed_back = True
             # Providers made by this job are kept for the next one (their HTTP clients, keys).
             self._providers_cache.update(runner.providers)
