@@ -130,17 +130,12 @@ def cluster_view(home_path: Path, store, *, now: datetime, count_workflows: Call
                    count_workflows=count_workflows)
 
 
-def lock_held(home_path: Path, gen_id: str) -> bool:
-    """True when some process holds the run lock of this generation in this home."""
-    from aigen.locks import run_lock_held
-
-    return run_lock_held(home_path, gen_id)
-
-
 def observe(home_path: Path, gen: dict, cluster: Cluster) -> Facts:
     """The facts about one generation (`gen` needs id, status and updated_at)."""
-    return Facts(status=gen["status"], updated_at=gen.get("updated_at"), lock_held=lock_held(home_path, gen["id"]),
-                 workers_live=cluster.workers_live, active_workflows=cluster.active(gen["id"]))
+    from aigen.locks import run_lock_held
+
+    return Facts(status=gen["status"], updated_at=gen.get("updated_at"),
+                 lock_held=run_lock_held(home_path, gen["id"]), workers_live=cluster.workers_live, active_workflows=cluster.active(gen["id"]))
 
 
 @dataclass
