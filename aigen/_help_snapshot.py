@@ -1,7 +1,7 @@
 """What `aigen --help` prints at 80 columns or more, and the fingerprint of the sources it was made
 from. Written by `python -m aigen.fasthelp --write`: do not edit (see aigen/fasthelp.py)."""
 
-FINGERPRINT = '22-164250-fd8c5b48'
+FINGERPRINT = '22-164219-bff5a4af'
 TYPER_VERSION = '0.29.3'
 
 TEXT = (

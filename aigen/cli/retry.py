@@ -63,8 +63,9 @@ def retry(
             from aigen.cli import cluster
 
             # The same assets as an embedded retry: every one not done, refused ones only if asked.
-            store.reopen_generation(gen_id, skip_refused=not include_refused)
-            store.set_generation_fields(gen_id, cancel_requested_at=None)
+            from aigen.pipeline.resume import reopen
+
+            reopen(store, gen_id, include_refused=include_refused)
             cluster.enqueue(url, gen_id, include_refused=include_refused, store=store)
             code = cluster.follow(store, state.home, gen_id, as_json=as_json, quiet=quiet,
                                   extra={"skipped": skipped})

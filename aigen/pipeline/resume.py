@@ -197,3 +197,11 @@ def plan_retry(home_path: Path, store, gen_id: str, *, include_refused: bool = F
         get_provider(name, home=Path(home_path)).check_ready(kind)
     plan.url = cluster.url if cluster.workers_live else None
     return plan
+
+
+def reopen(store, gen_id: str, *, include_refused: bool = False, now: datetime | None = None) -> None:
+    """Put a generation back to Processing for a retry started elsewhere (the cluster's workers, a detached
+    process): every asset not done goes back in the queue, refused ones only if asked, and an earlier
+    `aigen cancel` no longer applies."""
+    store.reopen_generation(gen_id, skip_refused=not include_refused, now=now)
+    store.set_generation_fields(gen_id, cancel_requested_at=None)

@@ -1071,8 +1071,7 @@ class Gallery:
             # Processing at once (the page says so, and a second press is refused as starting), with the
             # same assets `aigen retry` reopens: every one not done, refused ones only if asked.
             self.grants.drop_generation(gen_id)
-            self.store.reopen_generation(gen_id, skip_refused=not include_refused, now=self.settings.clock())
-            self.store.set_generation_fields(gen_id, cancel_requested_at=None)
+            resume.reopen(self.store, gen_id, include_refused=include_refused, now=self.settings.clock())
             started = start_in_background(self.home.path, self.store, gen_id, include_refused=include_refused)
         except AigenError as e:
             self.event("generation_retry", ok=False, reason=e.code, user_id=user, generation_id=gen_id,
