@@ -256,3 +256,17 @@ def test_the_first_phase_is_enqueued_with_the_generation_under_the_workflows_own
     phases = asset_phases({"options": {"video_from_images": True}}, store.assets(gid))
     assert [[a["kind"] for a in p] for p in phases] == [["image", "image"], ["video"]]
     store.close()
+
+
+def test_the_workers_result_poll_and_store_retries_are_read_with_the_other_settings(tmp_path):
+    from aigen.cluster.worker import settings_from
+    from aigen.config import resolve_home
+    from aigen.errors import BadInput
+
+    home = resolve_home(tmp_path / "h")
+    s = settings_from(home, {"AIGEN_WORKER_RESULT_POLL": "0.5", "AIGEN_WORKER_STORE_RETRIES": "2"},
+                      executor_id="w1", providers="local", concurrency=None)
+    assert (s.result_poll_s, s.store_retries) == (0.5, 2)
+    with pytest.raises(BadInput, match="AIGEN_WORKER_STORE_RETRIES must be a number of tries"):
+        settings_from(home, {"AIGEN_WORKER_STORE_RETRIES": "many"}, executor_id="w1", providers="local",
+                      concurrency=None)

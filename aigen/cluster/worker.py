@@ -48,16 +48,16 @@ LIMITED_QUEUE_POLL_S = 2.0
 CANCELLED_MSG = "cancelled with `aigen cancel`"
 
 
-def _env_float(env: dict, name: str, default: float, lo: float, hi: float) -> float:
+def _env_float(env: dict, name: str, default: float, lo: float, hi: float, unit: str = "seconds") -> float:
     raw = (env.get(name) or "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise BadInput(f"{name} must be a number of seconds, not {raw!r}") from None
+        raise BadInput(f"{name} must be a number of {unit}, not {raw!r}") from None
     if not lo <= value <= hi:
-        raise BadInput(f"{name} must be between {lo:g} and {hi:g} seconds, not {raw}")
+        raise BadInput(f"{name} must be between {lo:g} and {hi:g} {unit}, not {raw}")
     return value
 
 
@@ -131,6 +131,8 @@ class Settings:
     dead_after_s: float
     drain_timeout_s: float
     poll_s: float
+    result_poll_s: float = 2.0  # the generations' safety poll behind the NOTIFY of an asset job's end
+    store_retries: int = 5  # runs of an asset job again while the store is unreachable
     caps: dict[str, int] = field(default_factory=dict)
     rates: dict[str, dict | None] = field(default_factory=dict)
 
@@ -356,8 +358,8 @@ class Worker:
         # Generations whose workflows wait in this process for their asset jobs: gen id -> [event, waiters].
         self._waiting: dict[str, list] = {}
         self._waiting_lock = threading.Lock()
-        self.result_poll_s = _env_float(self.env, "AIGEN_WORKER_RESULT_POLL", 2.0, 0.05, 60)
-        self.store_retries = int(_env_float(self.env, "AIGEN_WORKER_STORE_RETRIES", 5, 0, 100))
+        self.result_poll_s = settings.result_poll_s
+        self.store_retries = settings.store_retries
         self.store_retry_delay_s = 1.0  # doubled after each failed attempt, up to 30 s
         self.waker: Waker | None = None
 
@@ -819,6 +821,8 @@ def settings_from(home: Home, env: dict, *, executor_id: str | None, providers: 
         dead_after_s=dead_after_from(env),
         drain_timeout_s=_env_float(env, "AIGEN_WORKER_DRAIN_TIMEOUT", 30.0, 0, 86400),
         poll_s=_env_float(env, "AIGEN_QUEUE_POLL", 10.0, 0.01, 60),
+        result_poll_s=_env_float(env, "AIGEN_WORKER_RESULT_POLL", 2.0, 0.05, 60),
+        store_retries=int(_env_float(env, "AIGEN_WORKER_STORE_RETRIES", 5, 0, 100, unit="tries")),
     )
     if s.heartbeat_s * 2 > s.dead_after_s:
         s.heartbeat_s = s.dead_after_s / 3
