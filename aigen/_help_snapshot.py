@@ -1,7 +1,7 @@
 """What `aigen --help` prints at 80 columns or more, and the fingerprint of the sources it was made
 from. Written by `python -m aigen.fasthelp --write`: do not edit (see aigen/fasthelp.py)."""
 
-FINGERPRINT = '22-164219-bff5a4af'
+FINGERPRINT = '22-163698-9fd10d7f'
 TYPER_VERSION = '0.29.3'
 
 TEXT = (

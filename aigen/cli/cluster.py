@@ -278,21 +278,6 @@ def enqueue(url: str, gen_id: str, *, include_refused: bool = False, store=None)
         client.close()
 
 
-def queued_anywhere(url: str, gen_id: str, store) -> bool:
-    """Whether the generation still has workflows queued or running in DBOS (only asked where workers ever ran)."""
-    if not store.query_one("SELECT count(*) AS n FROM workers")["n"]:
-        return False
-    return active_workflows(url, gen_id) > 0
-
-
-def active_workflows(url: str, gen_id: str) -> int:
-    client = _client(url)
-    try:
-        return len(client.workflows(gen_id, active_only=True))
-    finally:
-        client.close()
-
-
 def follow(store, home, gen_id: str, *, as_json: bool, quiet: bool, after_run=None, extra=None,
            poll_s: float = 0.25) -> int:
     """Show a generation's progress from the store until it is final; Ctrl-C detaches (it keeps running)."""
@@ -328,4 +313,4 @@ def follow(store, home, gen_id: str, *, as_json: bool, quiet: bool, after_run=No
                    after_run=after_run, extra=extra)
 
 
-__all__ = ["app", "worker", "cancel", "enqueue", "follow", "cluster_url", "active_workflows"]
+__all__ = ["app", "worker", "cancel", "enqueue", "follow", "cluster_url"]

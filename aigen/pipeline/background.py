@@ -53,6 +53,27 @@ def use_workers(store, url: str | None, *, now=None) -> bool:
     return bool(row and row["n"])
 
 
+def active_workflows(url: str, gen_id: str) -> int:
+    """How many of the generation's DBOS workflows are queued or running (cluster shape)."""
+    from aigen.cluster import require_dbos
+
+    require_dbos()
+    from aigen.cluster.engine import Client
+
+    client = Client(url)
+    try:
+        return len(client.workflows(gen_id, active_only=True))
+    finally:
+        client.close()
+
+
+def queued_anywhere(url: str, gen_id: str, store) -> bool:
+    """Whether the generation still has workflows queued or running in DBOS (only asked where workers ever ran)."""
+    if not store.query_one("SELECT count(*) AS n FROM workers")["n"]:
+        return False
+    return active_workflows(url, gen_id) > 0
+
+
 def start_in_background(home_path: Path, store, gen_id: str, *, include_refused: bool = False) -> dict:
     """Start (or resume) a generation's run and return at once.
 

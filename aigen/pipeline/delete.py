@@ -37,22 +37,12 @@ def running_message(gen_id: str) -> Running:
 def cluster_active(home: Home, store, gen_id: str) -> bool:
     """Whether the cluster's queues still hold work for this generation (asked only where workers ever ran)."""
     from aigen.config import database_url
+    from aigen.pipeline.background import queued_anywhere
 
     url = database_url(None, home.path)
     if url is None or getattr(store, "backend", "sqlite") != "postgresql":
         return False
-    if not store.query_one("SELECT count(*) AS n FROM workers")["n"]:
-        return False
-    from aigen.cluster import require_dbos
-
-    require_dbos()
-    from aigen.cluster.engine import Client
-
-    client = Client(url)
-    try:
-        return bool(client.workflows(gen_id, active_only=True))
-    finally:
-        client.close()
+    return queued_anywhere(url, gen_id, store)
 
 
 @contextlib.contextmanager

@@ -115,17 +115,10 @@ def cluster_view(home_path: Path, store, *, now: datetime, count_workflows: Call
         return Cluster(None)
     ever = bool(store.query_one("SELECT count(*) AS n FROM workers")["n"])
     if count_workflows is None:
+        from aigen.pipeline.background import active_workflows
+
         def count_workflows(gen_id: str) -> int:
-            from aigen.cluster import require_dbos
-
-            require_dbos()
-            from aigen.cluster.engine import Client
-
-            client = Client(url)
-            try:
-                return len(client.workflows(gen_id, active_only=True))
-            finally:
-                client.close()
+            return active_workflows(url, gen_id)
     return Cluster(url, workers_live=ever and use_workers(store, url, now=now), workers_ever=ever,
                    count_workflows=count_workflows)
 
@@ -135,7 +128,8 @@ def observe(home_path: Path, gen: dict, cluster: Cluster) -> Facts:
     from aigen.locks import run_lock_held
 
     return Facts(status=gen["status"], updated_at=gen.get("updated_at"),
-                 lock_held=run_lock_held(home_path, gen["id"]), workers_live=cluster.workers_live, active_workflows=cluster.active(gen["id"]))
+                 lock_held=run_lock_held(home_path, gen["id"]), workers_live=cluster.workers_live,
+                 active_workflows=cluster.active(gen["id"]))
 
 
 @dataclass
