@@ -68,6 +68,13 @@ def viewer_title(page) -> str:
     return page.locator("dialog.viewer .viewer-title").inner_text()
 
 
+def closed(page) -> None:
+    """The viewer is closed and has handled its close event: the dialog is hidden, and focus has left it (the
+    event comes as a task after the dialog hides; reading the focus before it meets the dialog's own button)."""
+    page.wait_for_selector("dialog.viewer", state="hidden")
+    page.wait_for_function("() => !document.activeElement || !document.activeElement.closest('dialog.viewer')")
+
+
 def focused(page) -> dict:
     return page.evaluate("""() => { const a = document.activeElement, f = a && a.closest('figure[data-asset]');
                                     return {tag: a.tagName, kind: f && f.dataset.kind, index: f && f.dataset.index}; }""")
@@ -133,7 +140,7 @@ def test_the_viewer_by_click_keys_buttons_swipe_and_back_to_the_tile(page, shown
 
     # Esc closes; focus is back on the tile shown last, and the URL is the page's again.
     page.keyboard.press("Escape")
-    page.wait_for_selector("dialog.viewer", state="hidden")
+    closed(page)
     assert focused(page) == {"tag": "A", "kind": "image", "index": "1"}
     page.wait_for_url(f"{base}/")  # the history entry the viewer added is gone again
 
@@ -145,14 +152,14 @@ def test_the_viewer_by_click_keys_buttons_swipe_and_back_to_the_tile(page, shown
     page.wait_for_function("() => document.querySelector('dialog.viewer video').readyState >= 1")
     assert page.locator("dialog.viewer .viewer-prev").is_disabled()
     page.click("dialog.viewer .viewer-close")
-    page.wait_for_selector("dialog.viewer", state="hidden")
+    closed(page)
     assert focused(page) == {"tag": "A", "kind": "video", "index": "1"}
 
     # The Back button closes it too.
     page.click(f'{sec} figure[data-kind="image"][data-index="2"] a[title="Open full size"]')
     page.wait_for_selector("dialog.viewer[open]")
     page.go_back()
-    page.wait_for_selector("dialog.viewer", state="hidden")
+    closed(page)
     page.wait_for_url(f"{base}/")
     assert page.problems == []
 
@@ -165,7 +172,7 @@ def test_a_files_url_opens_the_viewer_on_load(page, shown):
     page.wait_for_selector("dialog.viewer[open]")
     assert viewer_title(page) == "Image 2 · 4 of 5"
     page.keyboard.press("Escape")
-    page.wait_for_selector("dialog.viewer", state="hidden")
+    closed(page)
     assert focused(page) == {"tag": "A", "kind": "image", "index": "2"}
     assert page.url == f"{base}/g/{gid}"
     # The gallery's form of it, reloaded.
