@@ -32,7 +32,8 @@ def pg(pg_database):
 
 
 def _columns_sqlite(store: Store) -> dict[str, list[str]]:
-    """Every table's columns, less the FTS5 search index of prompts (generations_fts and its shadow tables):
+    """Every table's columns, less the FTS5 search index of prompts (generations_fts, its shadow tables, its
+    documents and their per-user count of keys out of order):
     PostgreSQL's form of that index is a GIN index on generations (migration 0014_prompt_search), no table."""
     db = store.db
     return {t: [c.name for c in db[t].columns] for t in db.table_names()
@@ -58,10 +59,12 @@ def test_both_migration_lists_have_the_same_names_and_make_the_same_columns(tmp_
     lite_idx = {r["name"] for r in lite.query("SELECT name FROM sqlite_master WHERE type = 'index' "
                                               "AND name LIKE 'idx_%' AND name NOT LIKE 'idx__sqlite%'")}
     assert pg_idx == lite_idx
-    # The prompt search has its index on both: FTS5 on SQLite, GIN on to_tsvector on PostgreSQL.
+    # The prompt search has its index on both: FTS5 on SQLite, GIN on aigen_search_doc (the prompt's
+    # to_tsvector and the user's tokens) on PostgreSQL; the index of 0014 is gone.
     assert lite.query_one("SELECT count(*) AS n FROM sqlite_master WHERE name = 'generations_fts'")["n"] == 1
-    gin = pg.query_one("SELECT indexdef FROM pg_indexes WHERE indexname = 'generations_prompt_fts'")
-    assert gin and "gin" in gin["indexdef"].lower() and "to_tsvector" in gin["indexdef"]
+    gin = pg.query_one("SELECT indexdef FROM pg_indexes WHERE indexname = 'generations_search'")
+    assert gin and "gin" in gin["indexdef"].lower() and "aigen_search_doc" in gin["indexdef"]
+    assert pg.query_one("SELECT indexdef FROM pg_indexes WHERE indexname = 'generations_prompt_fts'") is None
     # Reopening applies nothing.
     from aigen.store.pg import PgStore
 

@@ -185,7 +185,7 @@ def test_search_on_indexes(big, monkeypatch, what):
     assert_on_indexes(plans, reads={"generations"})
     if "q" in params:  # the words are found by the search index (FTS5 or GIN), not by reading prompts
         text = "\n".join(line for p in plans for line in p["plan"])
-        assert ("generations_fts" in text) if backend == "sqlite" else ("generations_prompt_fts" in text), text
+        assert ("generations_fts" in text) if backend == "sqlite" else ("generations_search" in text), text
 
 
 def test_login_on_indexes(big, monkeypatch):

@@ -598,3 +598,97 @@ def m0019_filter_indexes(db):
                "(user_id, status, created_at, id, image_provider, video_provider)")
     db.execute("CREATE INDEX IF NOT EXISTS idx_generations_user_created_providers ON generations "
                "(user_id, created_at, id, image_provider, video_provider)")
+
+
+# Migration 0020's tags: those of 0018, and one token for the user and the status together ('q' + the status
+# in lower case + hex of the user id), whose list in the index holds only that user's generations in that
+# status (the status token of 0018 alone lists most generations of every user).
+SEARCH_TAGS_SQL_0020 = (SEARCH_TAGS_SQL + " || ' q' || lower({r}.status) || hex({r}.user_id)")
+# The search index's row key of a generation (migration 0020): its created_at as a number that sorts like the
+# text (YYYYMMDDhhmmssfff, from the only form aigen writes: iso(), UTC with milliseconds) times 256, plus a slot
+# for generations of the same millisecond. NULL for a created_at of another form.
+SEARCH_KEY_BASE_SQL = (
+    "(CASE WHEN {c} GLOB '[12][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
+    ".[0-9][0-9][0-9]+00:00' THEN CAST(substr({c}, 1, 4) || substr({c}, 6, 2) || substr({c}, 9, 2) || "
+    "substr({c}, 12, 2) || substr({c}, 15, 2) || substr({c}, 18, 2) || substr({c}, 21, 3) AS INTEGER) * 256 END)")
+
+
+@migrations(name="0020_search_in_order")
+def m0020_search_in_order(db):
+    # Found by bench/fig5_scale.py at 1,000,000 generations: a search for the most common word (17,000 of a
+    # user's 100,000 generations) took 86 ms, most of it in finding the page: every match's id was read
+    # from the index's table and the user's generations were then walked in the page's order to find
+    # them. Now the index's row keys (generations_fts_docs.k, the FTS5 rowid) follow the generations'
+    # created_at (SEARCH_KEY_BASE_SQL), so the index gives a page of matches in the gallery's order by
+    # itself, newest or oldest first, and stops there (aigen.store.search.fts5_page). A generation whose
+    # created_at is not aigen's own form (or the 257th of one millisecond) gets the next free key instead:
+    # in_order = 0, counted per user in generations_fts_unordered, and that user's searches take the general way
+    # (every match, then the page). The user-and-status token (SEARCH_TAGS_SQL_0020) makes a search with a
+    # status filter read only that user's list of that status. The update trigger now also follows
+    # created_at. The triggers and tables of 0018 are replaced; the names stay.
+    conn = db.conn
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'generations_fts'").fetchone() is None:
+        return
+    for t in ("insert", "delete", "update"):
+        conn.execute(f"DROP TRIGGER IF EXISTS generations_fts_{t}")
+    conn.execute("DROP TABLE generations_fts")
+    conn.execute("DROP TABLE IF EXISTS generations_fts_docs")
+    conn.execute("""CREATE TABLE generations_fts_docs (
+        k INTEGER PRIMARY KEY,
+        gen_id TEXT NOT NULL UNIQUE,
+        prompt TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        in_order INTEGER NOT NULL
+    )""")
+    conn.execute("""CREATE TABLE IF NOT EXISTS generations_fts_unordered (
+        user_id TEXT PRIMARY KEY,
+        n INTEGER NOT NULL
+    )""")
+    conn.execute("CREATE VIRTUAL TABLE generations_fts USING fts5(gen_id UNINDEXED, prompt, tags, "
+                 "content = 'generations_fts_docs', content_rowid = 'k', "
+                 "tokenize = 'unicode61 remove_diacritics 2')")
+    new_tags, old_tags = SEARCH_TAGS_SQL_0020.format(r="new"), SEARCH_TAGS_SQL_0020.format(r="old")
+    base = SEARCH_KEY_BASE_SQL.format(c="new.created_at")
+    from aigen.store.search import SEARCH_KEY_SLOTS as slots
+
+    # The key: the millisecond's first free slot (after the last one taken), or NULL (the next rowid) when
+    # the created_at has no key or its millisecond is full.
+    key = (f"(SELECT CASE WHEN b.base IS NULL THEN NULL WHEN m.k IS NULL THEN b.base "
+           f"WHEN m.k + 1 < b.base + {slots} THEN m.k + 1 END "
+           f"FROM (SELECT {base} AS base) b LEFT JOIN (SELECT max(k) AS k FROM generations_fts_docs "
+           f"WHERE k BETWEEN {base} AND {base} + {slots - 1}) m)")
+    add = (f"INSERT INTO generations_fts_docs (k, gen_id, prompt, tags, in_order) "
+           f"SELECT kk, new.id, new.prompt, {new_tags}, kk IS NOT NULL FROM (SELECT {key} AS kk); "
+           "INSERT INTO generations_fts (rowid, gen_id, prompt, tags) "
+           "SELECT k, gen_id, prompt, tags FROM generations_fts_docs WHERE gen_id = new.id; "
+           "INSERT INTO generations_fts_unordered (user_id, n) SELECT new.user_id, 1 FROM generations_fts_docs "
+           "WHERE gen_id = new.id AND in_order = 0 ON CONFLICT (user_id) DO UPDATE SET n = n + 1;")
+    remove = ("UPDATE generations_fts_unordered SET n = n - 1 WHERE user_id = old.user_id AND EXISTS "
+              "(SELECT 1 FROM generations_fts_docs WHERE gen_id = old.id AND in_order = 0); "
+              "INSERT INTO generations_fts (generations_fts, rowid, gen_id, prompt, tags) "
+              "SELECT 'delete', k, gen_id, prompt, tags FROM generations_fts_docs WHERE gen_id = old.id; "
+              "DELETE FROM generations_fts_docs WHERE gen_id = old.id;")
+    conn.execute(f"CREATE TRIGGER generations_fts_insert AFTER INSERT ON generations BEGIN {add} END")
+    conn.execute(f"CREATE TRIGGER generations_fts_delete AFTER DELETE ON generations BEGIN {remove} END")
+    conn.execute(f"""CREATE TRIGGER generations_fts_update
+        AFTER UPDATE OF id, prompt, user_id, status, image_provider, video_provider, created_at ON generations
+        WHEN old.id IS NOT new.id OR old.prompt IS NOT new.prompt OR old.created_at IS NOT new.created_at
+            OR {old_tags} IS NOT {new_tags}
+        BEGIN {remove} {add} END""")
+    # Every generation there is: those with a key first, in order (each millisecond's slots by id), then
+    # the others, each with the next rowid.
+    gbase = SEARCH_KEY_BASE_SQL.format(c="created_at")
+    conn.execute(f"""INSERT INTO generations_fts_docs (k, gen_id, prompt, tags, in_order)
+        SELECT base + slot, id, prompt, tags, 1 FROM (
+            SELECT {gbase} AS base, row_number() OVER (PARTITION BY {gbase} ORDER BY id) - 1 AS slot,
+                   id, prompt, {SEARCH_TAGS_SQL_0020.format(r='generations')} AS tags
+            FROM generations)
+        WHERE base IS NOT NULL AND slot < {slots} ORDER BY base + slot""")
+    conn.execute(f"""INSERT INTO generations_fts_docs (gen_id, prompt, tags, in_order)
+        SELECT id, prompt, {SEARCH_TAGS_SQL_0020.format(r='generations')}, 0 FROM generations
+        WHERE id NOT IN (SELECT gen_id FROM generations_fts_docs)""")
+    conn.execute("DELETE FROM generations_fts_unordered")
+    conn.execute("""INSERT INTO generations_fts_unordered (user_id, n)
+        SELECT g.user_id, count(*) FROM generations_fts_docs d JOIN generations g ON g.id = d.gen_id
+        WHERE d.in_order = 0 GROUP BY g.user_id""")
+    conn.execute("INSERT INTO generations_fts (generations_fts) VALUES ('rebuild')")

@@ -4,8 +4,9 @@ The words of a search are taken from the user's text as runs of letters and digi
 FTS syntax included: quotes, `*`, `NEAR(`, `-`, `:`, parentheses, is a separator), and each must
 appear in the prompt as a whole word, in any case. On SQLite they are matched by the FTS5 table
 `generations_fts` (migration 0014; accents ignored), each word sent as a quoted string so nothing the
-user types is read as FTS syntax; on PostgreSQL by ``to_tsvector('simple', prompt) @@
-plainto_tsquery('simple', words)`` on its GIN index. Both use no stemming and no stop words.
+user types is read as FTS syntax; on PostgreSQL by ``aigen_search_doc(user_id, status, prompt) @@
+plainto_tsquery('simple', words) && 'u <user_id>'`` on its GIN index (the prompt's to_tsvector('simple')
+and the user's tokens: pg_schema 0020). Both use no stemming and no stop words.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ STATUSES = ("Processing", "Completed", "Failed")
 ORDERS = ("newest", "oldest")
 MAX_WORDS = 16
 MAX_QUERY = 200
+# Generations of one millisecond that get a key in created_at order (aigen.store.migrations 0020).
+SEARCH_KEY_SLOTS = 256
 # Letters and digits (\w without the underscore, which both tokenizers treat as a separator).
 _WORD_RE = re.compile(r"[^\W_]+")
 
@@ -33,19 +36,30 @@ def words_of(text: str | None) -> list[str]:
     return out
 
 
+def tsquery_lexeme(text: str) -> str:
+    """A PostgreSQL tsquery of one lexeme, exactly `text` (spaces and all): quoted, quotes and backslashes doubled."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
 def fts5_query(words: list[str], column: str | None = None) -> str:
     """An FTS5 MATCH expression that means "all these words" (in `column`): each a quoted string, never syntax."""
     prefix = f"{column} : " if column else ""
     return " AND ".join(prefix + '"' + w.replace('"', '""') + '"' for w in words)
 
 
-def fts5_match(user_id: str, f: "Filters") -> str:
+def fts5_match(user_id: str, f: "Filters", in_order: bool = False) -> str:
     """The MATCH of a search in generations_fts: the words in the prompt, and the tags of the user, the status
     and the provider asked for (migration 0018: 'u' + hex of the user id, 's' + the status in lower case,
-    'i'/'v' + hex of the image/video provider; the tokenizer folds case)."""
-    parts = [f'tags : "u{user_id.encode().hex()}"']
-    if f.status:
-        parts.append(f'tags : "s{f.status.lower()}"')
+    'i'/'v' + hex of the image/video provider; the tokenizer folds case). `in_order`: the index of migration
+    0020, which also has 'q' + the status + hex of the user id."""
+    user = user_id.encode().hex()
+    if f.status and in_order:
+        # One list: this user's generations in this status (migration 0020).
+        parts = [f'tags : "q{f.status.lower()}{user}"']
+    else:
+        parts = [f'tags : "u{user}"']
+        if f.status:
+            parts.append(f'tags : "s{f.status.lower()}"')
     if f.provider:
         p = f.provider.encode().hex()
         parts.append(f'(tags : "i{p}" OR tags : "v{p}")')
@@ -115,20 +129,51 @@ def fts5_tagged(store) -> bool:
     return cached
 
 
-def where_clause(store, user_id: str, f: Filters, alias: str = "g") -> tuple[str, list]:
-    """(SQL condition, parameters) selecting the user's generations that match `f`."""
+def fts5_in_order(store) -> bool:
+    """Whether generations_fts is migration 0020's: row keys in created_at order, the user-and-status tag."""
+    cached = getattr(store, "_aigen_fts5_in_order", None)
+    if cached is None:
+        row = store.query_one("SELECT count(*) AS n FROM sqlite_master WHERE name = 'generations_fts_unordered'")
+        cached = bool(row and row["n"]) and fts5_tagged(store)
+        try:
+            store._aigen_fts5_in_order = cached
+        except AttributeError:
+            pass
+    return cached
+
+
+def _sqlite_fts(store) -> bool:
+    return getattr(store, "backend", "sqlite") == "sqlite" and has_fts5(store) and fts5_tagged(store)
+
+
+def where_clause(store, user_id: str, f: Filters, alias: str = "g", *, to_count: bool = False) -> tuple[str, list]:
+    """(SQL condition, parameters) selecting the user's generations that match `f`.
+
+    `to_count`: for counting them, on PostgreSQL with words, the user and the status are left to the
+    search index's tokens, which say the same: with them also written out, the planner ANDs the GIN
+    index with the user's B-tree index (100,000 entries at fig5's scale) for nothing. A page keeps them,
+    so that its first rows can come from walking the user's index in order.
+    """
     a = alias
-    where, params = [f"{a}.user_id = ?"], [user_id]
-    if f.status:
-        where.append(f"{a}.status = ?")
-        params.append(f.status)
+    pg_words = bool(f.words) and getattr(store, "backend", "sqlite") == "postgresql"
+    where, params = [], []
+    if not (to_count and pg_words):
+        where.append(f"{a}.user_id = ?")
+        params.append(user_id)
+        if f.status:
+            where.append(f"{a}.status = ?")
+            params.append(f.status)
     if f.provider:
         where.append(f"({a}.image_provider = ? OR {a}.video_provider = ?)")
         params += [f.provider, f.provider]
     if f.words:
-        if getattr(store, "backend", "sqlite") == "postgresql":
-            where.append(f"to_tsvector('simple'::regconfig, {a}.prompt) @@ plainto_tsquery('simple'::regconfig, ?)")
-            params.append(" ".join(f.words))
+        if pg_words:
+            # The GIN index of aigen_search_doc (pg_schema 0020): the words, and the user's token (with the
+            # status when one is asked for), so the index finds only the user's matches.
+            token = f"q {f.status.lower()} {user_id}" if f.status else f"u {user_id}"
+            where.append(f"aigen_search_doc({a}.user_id, {a}.status, {a}.prompt) @@ "
+                         "(plainto_tsquery('simple'::regconfig, ?) && ?::tsquery)")
+            params += [" ".join(f.words), tsquery_lexeme(token)]
         elif has_fts5(store) and not fts5_tagged(store):
             where.append(f"{a}.id IN (SELECT gen_id FROM generations_fts WHERE generations_fts MATCH ?)")
             params.append(fts5_query(f.words))
@@ -136,7 +181,7 @@ def where_clause(store, user_id: str, f: Filters, alias: str = "g") -> tuple[str
             # The user's (and the filters') matches only, from the index itself (migration 0018).
             where.append(f"{a}.id IN (SELECT d.gen_id FROM generations_fts_docs d WHERE d.k IN "
                          "(SELECT rowid FROM generations_fts WHERE generations_fts MATCH ?))")
-            params.append(fts5_match(user_id, f))
+            params.append(fts5_match(user_id, f, fts5_in_order(store)))
         else:  # pragma: no cover - an SQLite without FTS5: substrings, slower, still correct enough
             for w in f.words:
                 where.append(f"{a}.prompt LIKE ? ESCAPE '\\'")
@@ -168,12 +213,12 @@ def count_matches(store, user_id: str, f: Filters, counts: dict[str, int] | None
             params.append(f.status)
         row = store.query_one(f"SELECT coalesce(sum(n), 0) AS n FROM generation_counts WHERE {where}", params)
         return int(row["n"])
-    if getattr(store, "backend", "sqlite") == "sqlite" and has_fts5(store) and fts5_tagged(store):
+    if _sqlite_fts(store):
         # Counted in the index alone: its tags carry the user, status and providers (migration 0018).
         row = store.query_one("SELECT count(*) AS n FROM generations_fts WHERE generations_fts MATCH ?",
-                              (fts5_match(user_id, f),))
+                              (fts5_match(user_id, f, fts5_in_order(store)),))
         return int(row["n"])
-    where, params = where_clause(store, user_id, f)
+    where, params = where_clause(store, user_id, f, to_count=True)
     return int(store.query_one(f"SELECT count(*) AS n FROM generations g WHERE {where}", params)["n"])
 
 
@@ -196,5 +241,56 @@ def page_of(store, columns: str, where: str, params: list, f: Filters, page: int
         order, limit, offset = order_clause(f, reverse=True), n, matched - start - n
     inner = f"SELECT g.id FROM generations g WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
     rows = store.query(f"SELECT {columns} FROM generations g WHERE g.id IN ({inner})", (*params, limit, offset))
+    rows.sort(key=lambda r: (r["created_at"], r["id"]), reverse=f.order != "oldest")
+    return rows
+
+
+def _key_order(f: Filters, reverse: bool) -> str:
+    return "DESC" if (f.order == "oldest") == reverse else "ASC"
+
+
+def fts5_page(store, columns: str, user_id: str, f: Filters, page: int, page_size: int,
+              matched: int) -> list[dict] | None:
+    """Page `page` of a search with words, from the SQLite index alone (migration 0020); None when it cannot
+    say exactly (the caller then uses page_of).
+
+    The index's row keys follow created_at (to the millisecond, then a slot per generation of that
+    millisecond), so a MATCH read in key order, newest or oldest first, is in the gallery's order and
+    stops after the page: the rows before it (its OFFSET) are walked in the index's lists, nothing else
+    read. Exact when every generation of the user has a key that follows its created_at (none counted
+    in generations_fts_unordered) and no millisecond is split by the page's edges (the order within one
+    millisecond is by id, which the keys do not follow): the key just before and just after the page
+    are read too and compared. A page in the second half is read from the other end, as in page_of.
+    """
+    if not f.words or not _sqlite_fts(store) or not fts5_in_order(store):
+        return None
+    row = store.query_one("SELECT n FROM generations_fts_unordered WHERE user_id = ?", (user_id,))
+    if row is not None and row["n"] > 0:
+        return None
+    start = (page - 1) * page_size
+    n = min(page_size, matched - start)
+    if n <= 0:
+        return []
+    reverse, offset = False, start
+    if matched - start - n < start:
+        reverse, offset = True, matched - start - n
+    before = 1 if offset > 0 else 0
+    keys = [r["k"] for r in store.query(
+        "SELECT rowid AS k FROM generations_fts WHERE generations_fts MATCH ? "
+        f"ORDER BY rowid {_key_order(f, reverse)} LIMIT ? OFFSET ?",
+        (fts5_match(user_id, f, True), n + before + 1, offset - before))]
+    page_keys = keys[before:before + n]
+    if len(page_keys) != n:
+        return None  # the index changed since the count: the general way
+    ms = SEARCH_KEY_SLOTS
+    if before and keys[0] // ms == page_keys[0] // ms:
+        return None
+    if len(keys) > before + n and keys[before + n] // ms == page_keys[-1] // ms:
+        return None
+    marks = ",".join("?" for _ in page_keys)
+    rows = store.query(f"SELECT {columns} FROM generations g WHERE g.id IN "
+                       f"(SELECT gen_id FROM generations_fts_docs WHERE k IN ({marks}))", page_keys)
+    if len(rows) != n:
+        return None
     rows.sort(key=lambda r: (r["created_at"], r["id"]), reverse=f.order != "oldest")
     return rows

@@ -155,7 +155,7 @@ def load_page(store: Store, user_id: str, page: int, page_size: int,
     aigen.store.search.Filters) narrows and orders the list; `Page.matched`
     is then the number of generations that match (`total` stays the user's).
     """
-    from aigen.store.search import Filters, count_matches, page_of, where_clause
+    from aigen.store.search import Filters, count_matches, fts5_page, page_of, where_clause
 
     f = filters or Filters()
     counts = store.count_generations(user_id=user_id)
@@ -167,7 +167,9 @@ def load_page(store: Store, user_id: str, page: int, page_size: int,
         where, params, matched = "g.user_id = ?", [user_id], total
     pages = max(1, -(-matched // page_size))
     page = min(max(1, page), pages)
-    rows = page_of(store, "g.*", where, params, f, page, page_size, matched)
+    rows = fts5_page(store, "g.*", user_id, f, page, page_size, matched) if f.words else None
+    if rows is None:
+        rows = page_of(store, "g.*", where, params, f, page, page_size, matched)
     wanted = {r["id"] for r in rows if need_assets is None or need_assets(r)}
     by_gen: dict[str, list[dict]] = {gid: [] for gid in wanted}
     if wanted:
