@@ -396,3 +396,131 @@ def test_the_provider_filter_follows_new_generations(sqlite_env):
     env.store.db.conn.execute("UPDATE generations SET video_provider = 'runway' WHERE id = ?", (gid,))
     page = c.get("/").text
     assert re.search(r'<option value="runway"', page), "a provider used by a new generation is offered at once"
+
+
+# -- the fast lane (Gallery.media_fast) and the worker's send ---------------------------------------------------
+
+
+def test_the_fast_lane_answers_exactly_as_the_route_does(sqlite_env, monkeypatch):
+    """Every request the fast lane may take gets the same status, headers and bytes as through bottle's route,
+    and whatever it may not take (no grant yet, a query, HEAD, Basic auth, a variant, a logged-out session)
+    goes the usual way."""
+    env = sqlite_env
+    gid = seed_generation(env.store, env.home, "alice")
+    vid = video_ids(env.store, gid)[0]
+    g = env.app.gallery
+    used = []
+    real = type(g).media_fast
+
+    def spy(self, environ):
+        out = real(self, environ)
+        used.append(out is not None)
+        return out
+
+    monkeypatch.setattr(type(g), "media_fast", spy)
+    c = env.client()
+    c.login("alice")
+    etag = c.get(f"/media/{vid}", headers={"Range": "bytes=0-0"}).headers["etag"]
+    asks = [{"Range": "bytes=0-99"}, {"Range": "bytes=100-"}, {"Range": "bytes=-7"}, {},
+            {"If-None-Match": etag}, {"Range": "bytes=5-9", "If-Range": etag},
+            {"Range": "bytes=5-9", "If-Range": '"other"'}, {"Range": "bytes=999999999-"},
+            {"Range": "bytes=0-1,5-6"}]
+
+    def answers():
+        out = []
+        for h in asks:
+            r = c.get(f"/media/{vid}", headers=h)
+            headers = {k: v for k, v in r.headers.items() if k.lower() != "date"}
+            out.append((r.status, headers, r.body))
+        return out
+
+    used.clear()
+    fast = answers()
+    assert all(used)
+    monkeypatch.setattr(g, "fast_media", False)
+    used.clear()
+    routed = answers()
+    assert not used
+    for a, b in zip(fast, routed):
+        assert a == b, (sorted(set(a[1].items()) ^ set(b[1].items())), a[0], b[0])
+    assert [s for s, _, _ in fast] == [206, 206, 206, 200, 304, 206, 200, 416, 200]
+    monkeypatch.setattr(g, "fast_media", True)
+    used.clear()
+    assert c.get(f"/media/{vid}?download=1").status == 200
+    assert c.get(f"/media/{vid}/poster").status in (200, 404)
+    assert c.request("HEAD", f"/media/{vid}").status == 200
+    assert not any(used)
+    # Another session has no grant yet: the route finds the asset (and keeps the grant), then the lane.
+    other = env.client()
+    other.login("alice")
+    used.clear()
+    assert other.get(f"/media/{vid}", headers={"Range": "bytes=0-9"}).status == 206
+    assert other.get(f"/media/{vid}", headers={"Range": "bytes=10-19"}).status == 206
+    assert used == [False, True]
+    # Logged out: the lane does not answer, the route says 401. Views logged: one per session and purpose
+    # (the first session's view and its download, the second's view).
+    token = page_token(c)
+    assert c.post("/logout", {"csrf_token": token}).status == 303
+    used.clear()
+    assert c.get(f"/media/{vid}", headers={"Range": "bytes=0-9"}).status == 401
+    assert used == [False]
+    assert sorted(e["detail"].split()[0] for e in events(env.store, kind="asset_view")) == ["download", "view", "view"]
+
+
+def test_a_slow_reader_is_left_to_the_io_loop_and_gets_every_byte(sqlite_env, monkeypatch):
+    """A worker sends a file on the socket made blocking, for at most WORKER_SEND_S per response: a client that
+    does not read holds it no longer than that (another client is answered meanwhile), and when it reads it
+    gets the whole range, from the I/O loop."""
+    import socket
+    import threading
+
+    from aigen.web import server as server_mod
+    from aigen.web.server import GalleryServer
+
+    env = sqlite_env
+    gid = seed_generation(env.store, env.home, "alice")
+    vid = video_ids(env.store, gid)[0]
+    import os
+
+    data = os.urandom(48 << 20)  # more than the socket buffers on both sides take
+    path = path_of(env.store, env.home, vid)
+    path.write_bytes(data)
+    env.store.db.conn.execute("UPDATE assets SET bytes = ?, sha256 = ? WHERE id = ?",
+                              (len(data), hashlib.sha256(data).hexdigest(), vid))
+    monkeypatch.setattr(server_mod, "WORKER_SEND_S", 0.05)
+    c = env.client()
+    c.login("alice")
+    cookie = "; ".join(f"{k}={v}" for k, v in c.cookies.items())
+    with GalleryServer(env.app, "127.0.0.1", 0, threads=1) as server:
+        slow = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        slow.sendall(f"GET /media/{vid} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\n\r\n".encode())
+        # The only worker thread gave the slow client up after WORKER_SEND_S: a second client is answered
+        # while the first has read nothing.
+        done = threading.Event()
+        result = {}
+
+        def second():
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            conn.request("GET", f"/media/{vid}", headers={"Cookie": cookie, "Host": "127.0.0.1",
+                                                          "Range": "bytes=0-99"})
+            resp = conn.getresponse()
+            result["second"] = (resp.status, resp.read())
+            conn.close()
+            done.set()
+
+        t = threading.Thread(target=second)
+        t.start()
+        assert done.wait(10), "a client that does not read held the only worker"
+        t.join()
+        assert result["second"] == (206, data[:100])
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += slow.recv(65536)
+        head, body = got.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200")
+        while len(body) < len(data):
+            chunk = slow.recv(1 << 20)
+            assert chunk, "the connection closed early"
+            body += chunk
+        slow.close()
+    assert body == data

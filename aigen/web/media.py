@@ -262,14 +262,15 @@ class _FileRange:
 
 
 def file_response(path: Path | str, environ: dict, *, etag_seed: str | None = None,
-                  download_name: str | None = None, cache_control: str = "private, no-cache"):
+                  download_name: str | None = None, cache_control: str = "private, no-cache", raw: bool = False):
     """Build a bottle HTTPResponse for `path` honouring conditional and Range requests.
 
     Returns (response, byte_range) where byte_range is (start, end) of what is
     sent, or None for a 304/416, so the caller can tell a first fetch from the
     continuation of a video. Raises FileNotFoundError when `path` is not a
     regular file (any more): the file is opened once, and what is sent is
-    what was opened.
+    what was opened. `raw`: ((status, headers, content), byte_range) instead of a bottle response
+    (see _respond).
     """
     try:
         # Unbuffered: what is sent is sent by waitress (os.sendfile) or read in large blocks, and a
@@ -298,7 +299,7 @@ def file_response(path: Path | str, environ: dict, *, etag_seed: str | None = No
         # is one, else from size and modification time.
         result = _respond(environ, size=st.st_size, mtime=st.st_mtime, mtime_ns=st.st_mtime_ns,
                           suffix=os.path.splitext(path)[1], etag_seed=etag_seed, download_name=download_name,
-                          cache_control=cache_control, body=body)
+                          cache_control=cache_control, body=body, raw=raw)
     except BaseException:
         fh.close()
         raise
@@ -308,12 +309,18 @@ def file_response(path: Path | str, environ: dict, *, etag_seed: str | None = No
 
 
 def _respond(environ: dict, *, size: int, mtime: float, mtime_ns: int, suffix: str, etag_seed: str | None,
-             download_name: str | None, cache_control: str, body):
+             download_name: str | None, cache_control: str, body, raw: bool = False):
     """HTTP's rules for one file whatever holds it: ETag and Last-Modified, 304, one Range, If-Range, 416, HEAD.
 
-    ``body(start, length)`` gives the bytes to send (a seeked file, a generator, a stream).
+    ``body(start, length)`` gives the bytes to send (a seeked file, a generator, a stream). Returns
+    (bottle HTTPResponse, byte_range); `raw`: ((status code, headers dict, content), byte_range), for a
+    caller that answers without bottle (Gallery.media_fast).
     """
-    from bottle import HTTPResponse
+    if raw:
+        def HTTPResponse(body=(), status=200, headers=None):  # noqa: N802 - stands in for bottle's class
+            return status, headers, body
+    else:
+        from bottle import HTTPResponse
 
     seed = etag_seed[:32] if etag_seed else f"{size:x}-{mtime_ns:x}"
     etag = f'"{seed}"'
@@ -339,7 +346,8 @@ def _respond(environ: dict, *, size: int, mtime: float, mtime_ns: int, suffix: s
     else:
         not_modified = False
     if not_modified:
-        for h in ("Content-Type", "Content-Disposition"):
+        # Last-Modified too, as bottle leaves it out of every 304 (a response made without it: the same).
+        for h in ("Content-Type", "Content-Disposition", "Last-Modified"):
             headers.pop(h, None)
         return HTTPResponse(status=304, headers=headers), None
 
@@ -360,6 +368,7 @@ def _respond(environ: dict, *, size: int, mtime: float, mtime_ns: int, suffix: s
         headers.pop("Content-Disposition", None)
         headers["Content-Range"] = f"bytes */{size}"
         headers["Content-Type"] = "text/plain; charset=utf-8"
+        headers["Content-Length"] = "0"
         return HTTPResponse(body=b"", status=416, headers=headers), None
     if rng is None:
         start, end, status = 0, size - 1, 200
