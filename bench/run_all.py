@@ -1,6 +1,6 @@
 """Run every benchmark, one after another, then print one table of all their checks.
 
-    python bench/run_all.py                 # about 4 minutes on 2 cores
+    python bench/run_all.py                 # about 7 minutes on 2 cores (figure 5's stores built first)
     python bench/run_all.py --quick         # seconds: proves every script runs
     python bench/run_all.py --only fig1,fig3
     python bench/run_all.py --table-only    # just the table, from the last results
