@@ -540,6 +540,16 @@ SEARCH_TAGS_SQL = ("'u' || hex({r}.user_id) || ' s' || lower({r}.status) || ' i'
                    "|| ' v' || hex(coalesce({r}.video_provider, ''))")
 
 
+def _drop_search_index(conn) -> bool:
+    """Drop generations_fts and its triggers, to make them again; False when there is none (no FTS5 here)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'generations_fts'").fetchone() is None:
+        return False
+    for t in ("insert", "delete", "update"):
+        conn.execute(f"DROP TRIGGER IF EXISTS generations_fts_{t}")
+    conn.execute("DROP TABLE generations_fts")
+    return True
+
+
 @migrations(name="0018_search_by_user")
 def m0018_search_by_user(db):
     # Found by bench/fig5_scale.py at 1,000,000 generations: a search found the prompt's words among every
@@ -555,11 +565,8 @@ def m0018_search_by_user(db):
     # name generations_fts stays. Without FTS5 in this SQLite there was no index: the search keeps its
     # LIKE scan (aigen.store.search).
     conn = db.conn
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'generations_fts'").fetchone() is None:
+    if not _drop_search_index(conn):
         return
-    for t in ("insert", "delete", "update"):
-        conn.execute(f"DROP TRIGGER IF EXISTS generations_fts_{t}")
-    conn.execute("DROP TABLE generations_fts")
     conn.execute("""CREATE TABLE IF NOT EXISTS generations_fts_docs (
         k INTEGER PRIMARY KEY,
         gen_id TEXT NOT NULL UNIQUE,
@@ -622,16 +629,13 @@ def m0020_search_in_order(db):
     # created_at (SEARCH_KEY_BASE_SQL), so the index gives a page of matches in the gallery's order by
     # itself, newest or oldest first, and stops there (aigen.store.search.fts5_page). A generation whose
     # created_at is not aigen's own form (or the 257th of one millisecond) gets the next free key instead:
-    # in_order = 0, counted per user in generations_fts_unordered, and that user's searches take the general way
-    # (every match, then the page). The user-and-status token (SEARCH_TAGS_SQL_0020) makes a search with a
+    # in_order = 0, counted per user in generations_fts_unordered, and that user's searches take the
+    # general way (every match, then the page). The user-and-status token (SEARCH_TAGS_SQL_0020) makes a search with a
     # status filter read only that user's list of that status. The update trigger now also follows
     # created_at. The triggers and tables of 0018 are replaced; the names stay.
     conn = db.conn
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'generations_fts'").fetchone() is None:
+    if not _drop_search_index(conn):
         return
-    for t in ("insert", "delete", "update"):
-        conn.execute(f"DROP TRIGGER IF EXISTS generations_fts_{t}")
-    conn.execute("DROP TABLE generations_fts")
     conn.execute("DROP TABLE IF EXISTS generations_fts_docs")
     conn.execute("""CREATE TABLE generations_fts_docs (
         k INTEGER PRIMARY KEY,
