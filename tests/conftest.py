@@ -1,8 +1,16 @@
 import os
+import signal
 import sys
 from pathlib import Path
 
 import pytest
+
+# A test run started in the background (`cmd &` in a script, nohup) inherits SIGINT ignored, and so would every
+# `aigen` the tests start: the tests that press Ctrl-C on one (SIGINT) would see it ignored. A handler of
+# this process's own is reset to the default in a child at exec, where Python then turns SIGINT into
+# KeyboardInterrupt as it does for anyone at a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO = TESTS_DIR.parent
