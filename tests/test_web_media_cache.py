@@ -10,7 +10,7 @@ import re
 from datetime import datetime, timezone
 
 import pytest
-from fakes.web import Clock, WsgiClient, events, open_home, path_of, seed_generation, video_bytes
+from fakes.web import Clock, WsgiClient, events, open_backend, open_home, path_of, seed_generation, video_bytes
 
 from aigen.web import access
 from aigen.web.app import WebSettings, make_app
@@ -19,22 +19,9 @@ from aigen.web.media import MediaGrants
 CSRF_RE = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def env(request, home, monkeypatch):
-    # The CLI uses the real clock: start the gallery's clock there too.
+def gallery_env(h, store):
+    """The gallery app on `store`, with a clock of its own (started at the real time: the CLI uses it)."""
     clock = Clock(datetime.now(timezone.utc).replace(microsecond=0))
-    if request.param == "sqlite":
-        h, store = open_home(home)
-    else:  # the store on PostgreSQL (cluster mode): the CLI reads it through AIGEN_DATABASE_URL
-        from aigen.config import resolve_home
-        from aigen.store.pg import PgStore
-
-        url = request.getfixturevalue("pg_database")
-        monkeypatch.setenv("AIGEN_DATABASE_URL", url)
-        h = resolve_home(home)
-        h.ensure()
-        store = PgStore(url)
-        request.addfinalizer(store.close_all)
 
     class Env:
         pass
@@ -45,22 +32,16 @@ def env(request, home, monkeypatch):
     e.grants = e.app.gallery.grants
     e.client = lambda **kw: WsgiClient(e.app, **kw)
     return e
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def env(request, home, monkeypatch):
+    return gallery_env(*open_backend(request, home, monkeypatch, request.param))
 
 
 @pytest.fixture
 def sqlite_env(home):
-    clock = Clock(datetime.now(timezone.utc).replace(microsecond=0))
-    h, store = open_home(home)
-
-    class Env:
-        pass
-
-    e = Env()
-    e.home, e.store, e.clock = h, store, clock
-    e.app = make_app(WebSettings(home=h, store=store, clock=clock, monotonic=clock.monotonic))
-    e.grants = e.app.gallery.grants
-    e.client = lambda **kw: WsgiClient(e.app, **kw)
-    return e
+    return gallery_env(*open_home(home))
 
 
 def video_ids(store, gid):

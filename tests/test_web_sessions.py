@@ -14,7 +14,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from fakes.web import Clock, WsgiClient, events, open_home, seed_generation
+from fakes.web import Clock, WsgiClient, events, open_backend, seed_generation
 
 from aigen.web import access, links
 from aigen.web.app import WebSettings, make_app
@@ -26,18 +26,7 @@ CSRF_RE = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
 def env(request, home, monkeypatch):
     # The CLI uses the real clock: start the gallery's clock there too.
     clock = Clock(datetime.now(timezone.utc).replace(microsecond=0))
-    if request.param == "sqlite":
-        h, store = open_home(home)
-    else:  # the store on PostgreSQL (cluster mode): the CLI in these tests reads it through AIGEN_DATABASE_URL
-        from aigen.config import resolve_home
-        from aigen.store.pg import PgStore
-
-        url = request.getfixturevalue("pg_database")
-        monkeypatch.setenv("AIGEN_DATABASE_URL", url)
-        h = resolve_home(home)
-        h.ensure()
-        store = PgStore(url)
-        request.addfinalizer(store.close_all)
+    h, store = open_backend(request, home, monkeypatch, request.param)
 
     class Env:
         pass

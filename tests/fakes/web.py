@@ -169,6 +169,22 @@ def open_home(home_dir) -> tuple[Home, Store]:
     return home, Store(home.db_path)
 
 
+def open_backend(request, home_dir, monkeypatch, backend: str):
+    """The home and its store on `backend` ("sqlite", or "postgresql": cluster mode, which the CLI then reads
+    through AIGEN_DATABASE_URL; the store is closed when the test ends)."""
+    if backend == "sqlite":
+        return open_home(home_dir)
+    from aigen.store.pg import PgStore
+
+    url = request.getfixturevalue("pg_database")
+    monkeypatch.setenv("AIGEN_DATABASE_URL", url)
+    home = resolve_home(home_dir)
+    home.ensure()
+    store = PgStore(url)
+    request.addfinalizer(store.close_all)
+    return home, store
+
+
 def video_bytes(gid: str, idx: int, size: int = 50_000) -> bytes:
     """Deterministic bytes standing in for a video: Range answers can be checked byte for byte."""
     seed = f"{gid}:{idx}:".encode()
