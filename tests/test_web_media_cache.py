@@ -505,3 +505,90 @@ def test_a_slow_reader_is_left_to_the_io_loop_and_gets_every_byte(sqlite_env, mo
             body += chunk
         slow.close()
     assert body == data
+
+
+# -- congestion control on loopback (aigen.web.server.loopback_congestion) -------------------------------------
+def _congestion(sock) -> bytes:
+    import socket
+
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0")
+
+
+def _pair_with(algorithm: bytes, family: str = "127.0.0.1"):
+    """A connected TCP pair over `family`'s loopback whose accepted end uses `algorithm` (skip when the
+    kernel will not)."""
+    import socket
+
+    if not hasattr(socket, "TCP_CONGESTION"):
+        pytest.skip("no TCP_CONGESTION on this platform")
+    fam = socket.AF_INET6 if ":" in family else socket.AF_INET
+    try:
+        listener = socket.socket(fam, socket.SOCK_STREAM)
+        listener.bind((family, 0))
+    except OSError:
+        pytest.skip(f"no {family} here")
+    listener.listen()
+    client = socket.create_connection(listener.getsockname()[:2], timeout=5)
+    served, peer = listener.accept()
+    listener.close()
+    try:
+        served.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, algorithm)
+    except OSError:
+        client.close()
+        served.close()
+        pytest.skip(f"this kernel does not let us choose {algorithm.decode()}")
+    return client, served, peer
+
+
+@pytest.mark.parametrize("family", ["127.0.0.1", "::1"])
+def test_a_loopback_connection_under_bbr_is_given_reno(family):
+    from aigen.web.server import LOOPBACK_CONGESTION, loopback_congestion
+
+    client, served, peer = _pair_with(b"bbr", family)
+    with client, served:
+        assert loopback_congestion(served, peer) is True
+        assert _congestion(served) == LOOPBACK_CONGESTION == b"reno"
+
+
+def test_other_connections_keep_their_congestion_control():
+    from aigen.web.server import loopback_congestion
+
+    # From another machine (the address is what decides): BBR stays.
+    client, served, _ = _pair_with(b"bbr")
+    with client, served:
+        for addr in [("192.0.2.7", 40000), ("2001:db8::7", 40000, 0, 0), ("::ffff:192.0.2.7", 40000, 0, 0),
+                     "/run/aigen.sock", (), (None, 1)]:
+            assert loopback_congestion(served, addr) is False
+            assert _congestion(served) == b"bbr"
+        # An IPv4 loopback client seen through an IPv6 socket is loopback too.
+        assert loopback_congestion(served, ("::ffff:127.0.0.1", 40000, 0, 0)) is True
+        assert _congestion(served) == b"reno"
+    # A loopback connection under anything but BBR (cubic here) is left alone.
+    client, served, peer = _pair_with(b"cubic")
+    with client, served:
+        assert loopback_congestion(served, peer) is False
+        assert _congestion(served) == b"cubic"
+
+
+def test_the_gallery_gives_its_loopback_connections_reno(sqlite_env):
+    import socket
+
+    from aigen.web.server import GalleryServer
+
+    env = sqlite_env
+    with GalleryServer(env.app, "127.0.0.1", 0) as server:
+        listener = server._listeners()[0].socket
+        try:
+            # Accepted connections inherit the listener's choice: BBR, as on a machine where it is the default.
+            listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"bbr")
+        except (AttributeError, OSError):
+            pytest.skip("this kernel does not let us choose bbr")
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", "/login", headers={"Host": "127.0.0.1"})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        resp.read()
+        channels = server._channels()
+        assert len(channels) == 1
+        assert _congestion(channels[0].socket) == b"reno"
+        conn.close()
