@@ -102,44 +102,45 @@ class Filters:
         return {k: v for k, v in p.items() if v not in (None, "")}
 
 
-def has_fts5(store) -> bool:
-    """Whether the SQLite store has the FTS5 index (an SQLite built without FTS5 has none: LIKE is used)."""
-    cached = getattr(store, "_aigen_has_fts5", None)
+def _remembered(store, name: str, compute) -> bool:
+    """`compute()` once per store, kept on it as attribute `name` (asked again each time of a store that
+    takes no attributes)."""
+    cached = getattr(store, name, None)
     if cached is None:
-        row = store.query_one("SELECT count(*) AS n FROM sqlite_master WHERE name = 'generations_fts'")
-        cached = bool(row and row["n"])
+        cached = compute()
         try:
-            store._aigen_has_fts5 = cached
+            setattr(store, name, cached)
         except AttributeError:
             pass
     return cached
+
+
+def has_fts5(store) -> bool:
+    """Whether the SQLite store has the FTS5 index (an SQLite built without FTS5 has none: LIKE is used)."""
+    def compute() -> bool:
+        row = store.query_one("SELECT count(*) AS n FROM sqlite_master WHERE name = 'generations_fts'")
+        return bool(row and row["n"])
+
+    return _remembered(store, "_aigen_has_fts5", compute)
 
 
 def fts5_tagged(store) -> bool:
     """Whether generations_fts has the tags of migration 0018 (a store whose 0014 index was made again
     after it, by hand, has the older layout: searched by words alone, as before 0018)."""
-    cached = getattr(store, "_aigen_fts5_tagged", None)
-    if cached is None:
+    def compute() -> bool:
         row = store.query_one("SELECT sql FROM sqlite_master WHERE name = 'generations_fts'")
-        cached = bool(row and "tags" in (row["sql"] or "") and "generations_fts_docs" in (row["sql"] or ""))
-        try:
-            store._aigen_fts5_tagged = cached
-        except AttributeError:
-            pass
-    return cached
+        return bool(row and "tags" in (row["sql"] or "") and "generations_fts_docs" in (row["sql"] or ""))
+
+    return _remembered(store, "_aigen_fts5_tagged", compute)
 
 
 def fts5_in_order(store) -> bool:
     """Whether generations_fts is migration 0020's: row keys in created_at order, the user-and-status tag."""
-    cached = getattr(store, "_aigen_fts5_in_order", None)
-    if cached is None:
+    def compute() -> bool:
         row = store.query_one("SELECT count(*) AS n FROM sqlite_master WHERE name = 'generations_fts_unordered'")
-        cached = bool(row and row["n"]) and fts5_tagged(store)
-        try:
-            store._aigen_fts5_in_order = cached
-        except AttributeError:
-            pass
-    return cached
+        return bool(row and row["n"]) and fts5_tagged(store)
+
+    return _remembered(store, "_aigen_fts5_in_order", compute)
 
 
 def _sqlite_fts(store) -> bool:
