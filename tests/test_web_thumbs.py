@@ -76,6 +76,51 @@ def test_previews_are_small_and_keep_the_shape_of_a_big_image(tmp_path):
     assert outs[1].stat().st_size < src.stat().st_size / 10
 
 
+def test_previews_from_the_checks_decoded_pixels_are_the_previews_of_the_file(tmp_path):
+    """The pipeline hands make_thumbnails the picture its check decoded: the previews are byte for byte
+    those made from the file, and a picture too large to preview is refused the same way."""
+    from aigen.errors import MediaCheckError
+    from aigen.media import probe, thumbs
+
+    src = tmp_path / "image_1.png"
+    big_png(src, 1024, 640)
+    info = probe.probe_image(src, keep_pixels=True)
+    assert info == probe.ImageInfo("png", 1024, 640) and info.pixels.size == (1024, 640)
+    assert probe.probe_image(src).pixels is None  # kept only when asked
+    from_file = (tmp_path / "f1.webp", tmp_path / "f2.webp")
+    from_pixels = (tmp_path / "p1.webp", tmp_path / "p2.webp")
+    assert thumbs.make_thumbnails(src, from_file) == thumbs.make_thumbnails(src, from_pixels, image=info.pixels)
+    assert [p.read_bytes() for p in from_file] == [p.read_bytes() for p in from_pixels]
+
+    from PIL import Image
+
+    huge = Image.new("L", (9000, 8000))
+    with pytest.raises(MediaCheckError, match="image_1.png: 9000x8000 is too large to preview"):
+        thumbs.make_thumbnails(src, (tmp_path / "h1.webp", tmp_path / "h2.webp"), image=huge)
+
+
+def test_the_pipeline_decodes_each_image_once_for_its_check_and_previews(env, monkeypatch):
+    """The check decodes the image in full; the previews are made from those pixels, not from a
+    second decode of the file (issue 13: 21 ms of CPU per 1024x1024 image)."""
+    from PIL import Image
+
+    opened = []
+    real_open = Image.open
+
+    def counting_open(fp, *args, **kw):
+        if "image_" in str(fp):
+            opened.append(str(fp))
+        return real_open(fp, *args, **kw)
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    gid = real_generation(env.home, env.store, "alice", "a red fox at dawn", images=2, videos=0)
+    assets = env.store.assets(gid)
+    assert all(a["status"] == "done" and a["thumb_path"] and a["thumb2x_path"] for a in assets)
+    # Per image, the check opens the file twice (verify() for its structure, then load() for its pixels);
+    # the previews used to open it a third time to decode it again.
+    assert len(opened) == 4, opened
+
+
 def test_a_file_that_is_not_a_picture_gets_no_preview_and_says_why(tmp_path):
     from aigen.errors import MediaCheckError
     from aigen.media.thumbs import make_thumbnails

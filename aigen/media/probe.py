@@ -29,6 +29,8 @@ class ImageInfo:
     format: str  # "png" | "jpeg" | "webp"
     width: int
     height: int
+    # The decoded picture (a loaded PIL image), only when probe_image was asked to keep it.
+    pixels: object = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -95,12 +97,14 @@ def _describe_head(path: Path) -> str:
     return f"it starts with {head.hex(' ')}"
 
 
-def probe_image(path: str | PathLike) -> ImageInfo:
+def probe_image(path: str | PathLike, *, keep_pixels: bool = False) -> ImageInfo:
     """Verify and fully decode an image; raise MediaCheckError on anything wrong.
 
     Magic bytes come first so the message can say what the file is instead of
     an opaque decoder error. ``verify()`` checks structure (PNG chunk CRCs) and
-    a separate full ``load()`` catches truncated pixel data.
+    a separate full ``load()`` catches truncated pixel data. With ``keep_pixels``
+    the decoded picture comes back in ``ImageInfo.pixels`` (the pipeline makes
+    the previews from it instead of decoding the file again).
     """
     from PIL import Image, ImageFile, UnidentifiedImageError
 
@@ -124,6 +128,8 @@ def probe_image(path: str | PathLike) -> ImageInfo:
         with Image.open(p, formats=[pil_format]) as im:
             im.load()
             width, height = im.size
+            # load() read the whole file: the copy made here is the same pixels, detached from it.
+            pixels = im.copy() if keep_pixels else None
     except errors as e:
         reason = str(e) or type(e).__name__
         if "truncated" in reason.lower() or isinstance(e, EOFError):
@@ -131,7 +137,7 @@ def probe_image(path: str | PathLike) -> ImageInfo:
         raise MediaCheckError(f"{p.name} is not a valid {kind.upper()} image: {reason}") from None
     if width <= 0 or height <= 0:
         raise MediaCheckError(f"{p.name} has zero size ({width}x{height})")
-    return ImageInfo(kind, width, height)
+    return ImageInfo(kind, width, height, pixels)
 
 
 # ----------------------------------------------------------------------------
@@ -479,14 +485,25 @@ def make_poster(
 
 def save_poster(frame, poster_path: str | PathLike, max_width: int = 640) -> tuple[int, int]:
     """Write a decoded frame (an ``av.VideoFrame``) as a JPEG poster at most ``max_width`` wide.
+    Returns the poster's (width, height)."""
+    img = poster_image(frame, max_width)
+    write_poster(img, poster_path)
+    return img.size
+
+
+def poster_image(frame, max_width: int = 640):
+    """A decoded frame (an ``av.VideoFrame``) as the poster's RGB picture (PIL), at most ``max_width`` wide.
 
     The frame is scaled and converted to RGB in one swscale pass (Lanczos), ~1.5 ms
     for 1280x720 -> 640x360, where converting it at full size and resizing with
-    Pillow took ~13 ms. Returns the poster's (width, height).
+    Pillow took ~13 ms.
     """
     w, h = frame.width, frame.height
     if max_width and w > max_width:
         w, h = max_width, max(1, round(h * max_width / w))
-    img = frame.reformat(width=w, height=h, format="rgb24", interpolation="LANCZOS").to_image()
+    return frame.reformat(width=w, height=h, format="rgb24", interpolation="LANCZOS").to_image()
+
+
+def write_poster(img, poster_path: str | PathLike) -> None:
+    """Write a poster picture (from poster_image) as the JPEG the gallery shows."""
     img.save(poster_path, format="JPEG", quality=85, optimize=True)
-    return img.size

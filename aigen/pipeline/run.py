@@ -651,14 +651,15 @@ class Runner:
         from aigen.media import probe
 
         if asset["kind"] == "image":
-            im = probe.probe_image(path)
+            im = probe.probe_image(path, keep_pixels=True)
             if im.format not in ("png", "jpeg"):
                 raise MediaCheckError(f"expected a PNG or JPEG image, got {im.format}")
             if exact and (im.width, im.height) != (asset["width"], asset["height"]):
                 raise MediaCheckError(
                     f"image is {im.width}x{im.height}, expected {asset['width']}x{asset['height']}"
                 )
-            info = {"width": im.width, "height": im.height}
+            # The previews are made from the pixels decoded here, not from a second decode of the file.
+            info = {"width": im.width, "height": im.height, _PICTURE: im.pixels}
         else:
             # The check decodes the first second anyway (its sample): the frame shown at
             # POSTER_AT_S comes back with it and becomes the poster, without a second decode.
@@ -687,10 +688,11 @@ class Runner:
         stored there now, before the row says it is done)."""
         info = dict(info, path=key, bytes=local.stat().st_size, sha256=sha256_file(local))
         frame = info.pop(_POSTER_FRAME, None)
+        picture = info.pop(_PICTURE, None)
         if asset["kind"] == "video":
             self._poster(local, key, directory, info, frame)
         else:
-            info.update(self._thumbs(local, key, directory))
+            info.update(self._thumbs(local, key, directory, picture))
         if upload:
             from aigen.storage import StorageError
 
@@ -722,14 +724,15 @@ class Runner:
             hint=f"once the storage is reachable: aigen retry {gen['id']}",
         )
 
-    def _thumbs(self, picture: Path, key: str, directory: Path) -> dict:
+    def _thumbs(self, picture: Path, key: str, directory: Path, image=None) -> dict:
         """The gallery's previews of the file stored under `key`, from the local picture `picture`
-        (the image, or a video's poster frame): the row's fields, or {} when they could not be made
-        (not fatal: the gallery makes them when it first shows the file)."""
+        (the image, or a video's poster frame; `image` is it decoded, when the check kept it): the row's
+        fields, or {} when they could not be made (not fatal: the gallery makes them when it first shows
+        the file)."""
         from aigen.pipeline.thumbs import store_thumbnails
 
         try:
-            return store_thumbnails(self.storage, picture, key, directory)
+            return store_thumbnails(self.storage, picture, key, directory, image=image)
         except (AigenError, OSError) as e:
             log.warning("could not make the previews of %s: %s", key, getattr(e, "message", None) or e)
         except Exception:
@@ -742,7 +745,7 @@ class Runner:
 
         `frame` is the frame the check decoded at POSTER_AT_S; without it the video is decoded again.
         """
-        from aigen.media.probe import make_poster, save_poster
+        from aigen.media.probe import make_poster, poster_image, write_poster
 
         stem = video_key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
         key = video_key.rsplit("/", 1)[0] + f"/{stem}.poster.jpg"
@@ -753,11 +756,14 @@ class Runner:
             poster = None
             tmp = temp_path_for(directory / f"{stem}.poster.jpg")
         try:
+            picture = None
             if frame is not None:
-                save_poster(frame, tmp)
+                # The previews are made from this picture, not from the JPEG written of it.
+                picture = poster_image(frame)
+                write_poster(picture, tmp)
             else:
                 make_poster(video, tmp, at_seconds=POSTER_AT_S)
-            info.update(self._thumbs(tmp, video_key, directory))
+            info.update(self._thumbs(tmp, video_key, directory, picture))
             if poster is not None:
                 place(tmp, poster)
             else:
@@ -775,6 +781,8 @@ class Runner:
 POSTER_AT_S = 1.0
 # Key of the poster frame in the dict _check returns; _keep takes it out before the row is written.
 _POSTER_FRAME = "_poster_frame"
+# Key of an image's decoded pixels (from the check) in the same dict: the previews are made from them.
+_PICTURE = "_picture"
 
 # A video this much longer or shorter than asked gets a note (frame rounding is not a difference).
 DURATION_TOLERANCE_S = 0.25

@@ -19,9 +19,11 @@ from aigen.pipeline.files import temp_path_for
 log = logging.getLogger("aigen.thumbs")
 
 
-def store_thumbnails(storage, picture: Path, key: str, scratch: Path) -> dict:
+def store_thumbnails(storage, picture: Path, key: str, scratch: Path, *, image=None) -> dict:
     """Make the previews of the local picture ``picture`` for the file stored under ``key`` and store them
     beside it (atomically, each). Returns the row's fields: {"thumb_path": ..., "thumb2x_path": ...}.
+
+    ``image`` is ``picture`` already decoded, when the caller has it (the pipeline's check decoded it).
 
     ``scratch`` is a local folder for the temporary files when the storage is not a folder.
     Raises MediaCheckError (not a picture), StorageError or OSError.
@@ -35,7 +37,7 @@ def store_thumbnails(storage, picture: Path, key: str, scratch: Path) -> dict:
     else:
         tmps = [temp_path_for(scratch / k.rsplit("/", 1)[-1]) for k in keys]
     try:
-        make_thumbnails(picture, tmps)
+        make_thumbnails(picture, tmps, image=image)
         for tmp, k in zip(tmps, keys):
             storage.put_file(tmp, k)
     finally:
