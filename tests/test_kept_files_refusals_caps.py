@@ -286,16 +286,111 @@ def test_a_bad_cap_stops_generate_before_anything_is_written(cli, home, monkeypa
             assert db.execute("SELECT count(*) FROM generations").fetchone()[0] == 0
 
 
-def test_the_per_provider_pool_is_sized_to_the_configured_cap(home, monkeypatch):
+def test_the_per_provider_slots_are_sized_to_the_configured_cap(home, monkeypatch):
     h, store, gid = new_generation(home, provider="flaky", images=2)
     monkeypatch.setenv("AIGEN_FLAKY_CONCURRENCY", "7")
     Runner(store, h).run(gid)
-    assert pipeline_run._POOLS["flaky"]._max_workers == 7
+    assert pipeline_run._SLOTS["flaky"]._initial_value == 7
+    assert pipeline_run._POOLS["flaky"]._max_workers == 7 * pipeline_run.THREADS_PER_SLOT
     monkeypatch.delenv("AIGEN_FLAKY_CONCURRENCY")
     (h.path / "config.toml").write_text("[providers.flaky]\nconcurrency = 5\n")
     h2, store2, gid2 = new_generation(home, provider="flaky", images=1)
     Runner(store2, h2).run(gid2)
-    assert pipeline_run._POOLS["flaky"]._max_workers == 5
+    assert pipeline_run._SLOTS["flaky"]._initial_value == 5
+
+
+class _Gate:
+    """Counts a provider's calls in flight (under a cap of 1) and lets a test hold a file's check."""
+
+    def __init__(self):
+        import threading
+
+        self.lock = threading.Lock()
+        self.in_flight = self.most = 0
+        self.second_call = threading.Event()
+        self.calls: list[int] = []
+
+    def provider(self):
+        from fakes.testproviders import FlakyProvider
+
+        gate = self
+
+        class Gated(FlakyProvider):
+            def generate(self, req, dest, reporter):
+                with gate.lock:
+                    gate.in_flight += 1
+                    gate.most = max(gate.most, gate.in_flight)
+                gate.calls.append(req.index)
+                if req.index == 2:
+                    gate.second_call.set()
+                try:
+                    return super().generate(req, dest, reporter)
+                finally:
+                    with gate.lock:
+                        gate.in_flight -= 1
+
+        return Gated()
+
+
+def test_the_cap_holds_the_providers_calls_not_the_checks_of_what_they_returned(home, monkeypatch):
+    """With a cap of 1, the second image's call starts while the first image's file is still being checked
+    (its check waits for that call): the slot is given back when the provider returns. Calls in flight never
+    pass the cap."""
+    monkeypatch.setenv("AIGEN_FLAKY_CONCURRENCY", "1")
+    h, store, gid = new_generation(home, provider="flaky", images=3)
+    gate = _Gate()
+    seen = []
+    real_check = Runner._check
+
+    def held_check(self, asset, path, *, exact):
+        if asset["idx"] == 1:
+            seen.append(gate.second_call.wait(10))
+        return real_check(self, asset, path, exact=exact)
+
+    monkeypatch.setattr(Runner, "_check", held_check)
+    result = Runner(store, h, providers={"flaky": gate.provider()}).run(gid)
+    assert result.generation["status"] == "Completed"
+    assert seen == [True]  # image 2 was called while image 1 was in its check
+    assert gate.most == 1  # never two calls at once
+
+
+def test_an_asset_waiting_for_a_slot_when_the_run_stops_is_left_queued(home, monkeypatch):
+    """Ctrl-C (the run's stop) while an asset waits for the provider's slot: it is not started, not failed,
+    and `aigen retry` makes it."""
+    monkeypatch.setenv("AIGEN_FLAKY_CONCURRENCY", "1")
+    h, store, gid = new_generation(home, provider="flaky", images=2)
+    gate = _Gate()
+    runner = Runner(store, h, providers={"flaky": gate.provider()})
+    import threading
+
+    entered: list[int] = []
+    both_waiting = threading.Event()
+    real_slot, real_call = Runner._slot, Runner._call
+
+    def noted_slot(self, asset):
+        entered.append(asset["idx"])
+        if len(entered) == 2:
+            both_waiting.set()
+        return real_slot(self, asset)
+
+    def first_call_stops_the_run(self, gen, asset, directory, extra):
+        out = real_call(self, gen, asset, directory, extra)
+        assert both_waiting.wait(10)  # the other image waits for the slot this call holds
+        self.stop.set()
+        return out
+
+    monkeypatch.setattr(Runner, "_slot", noted_slot)
+    monkeypatch.setattr(Runner, "_call", first_call_stops_the_run)
+    runner.run(gid)
+    [first] = gate.calls  # the other image was never called
+    second = 3 - first
+    by_idx = {a["idx"]: a for a in store.assets(gid)}
+    assert by_idx[first]["status"] == "done"
+    assert by_idx[second]["status"] == "queued" and not by_idx[second]["error"]
+    monkeypatch.setattr(Runner, "_call", real_call)
+    monkeypatch.setattr(Runner, "_slot", real_slot)
+    result = Runner(store, h, providers={"flaky": gate.provider()}).run(gid)
+    assert result.generation["status"] == "Completed" and gate.calls == [first, second]
 
 
 def test_migration_marks_assets_refused_before_it_existed(home):

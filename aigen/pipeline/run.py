@@ -122,25 +122,33 @@ def run_lock(home: Home, gen_id: str) -> Iterator[None]:
         fh.close()
 
 
-# One pool per provider for the whole process, sized to the provider's cap: several
-# generations run at once (the gallery's tests, a benchmark, a future server mode)
-# share it, so a provider never sees more concurrent calls than its cap allows.
+# One pool per provider for the whole process: several generations run at once (the
+# gallery's tests, a benchmark, a future server mode) share it. The provider's cap
+# holds its calls, not its threads: a call takes one of the provider's slots (a
+# semaphore sized to the cap) and gives it back as soon as the provider returns, so
+# the file's check, previews and database writes do not keep the next call waiting.
+# The pool has a thread for each slot and one more for each file being finished.
 _POOLS: dict[str, ThreadPoolExecutor] = {}
+_SLOTS: dict[str, threading.BoundedSemaphore] = {}
 _POOLS_LOCK = threading.Lock()
+# Threads of a provider's pool per slot: one calling the provider, one finishing the file it returned.
+THREADS_PER_SLOT = 2
 
 
-def provider_pool(name: str, cap: int) -> ThreadPoolExecutor:
+def provider_pool(name: str, cap: int) -> tuple[ThreadPoolExecutor, threading.BoundedSemaphore]:
+    """The provider's pool and its slots (see above), made for ``cap`` or remade when the cap changed."""
     cap = max(1, int(cap))
     with _POOLS_LOCK:
         pool = _POOLS.get(name)
-        if pool is None or pool._max_workers != cap:
-            # A changed cap (tests swap providers) gets a fresh pool; the old
-            # one finishes its queued work and its idle threads exit.
+        if pool is None or pool._max_workers != cap * THREADS_PER_SLOT:
+            # A changed cap (tests swap providers) gets a fresh pool and fresh slots; the old
+            # pool finishes its queued work (with the old slots) and its idle threads exit.
             if pool is not None:
                 pool.shutdown(wait=False)
-            pool = ThreadPoolExecutor(max_workers=cap, thread_name_prefix=f"aigen-{name}")
+            pool = ThreadPoolExecutor(max_workers=cap * THREADS_PER_SLOT, thread_name_prefix=f"aigen-{name}")
             _POOLS[name] = pool
-        return pool
+            _SLOTS[name] = threading.BoundedSemaphore(cap)
+        return pool, _SLOTS[name]
 
 
 class _AssetReporter:
@@ -273,6 +281,9 @@ class Runner:
         self.no_space: NoSpace | None = None
         self.sources: SourceImages | None = None
         self._caps: dict[str, int] = {}
+        # Each provider's slots (provider_pool) while run() uses the pools; None for run_asset (the cluster's
+        # queue holds the caps there).
+        self._slots: dict[str, threading.BoundedSemaphore] | None = None
 
     def cancel_requested(self) -> bool:
         if self.cancel_check is None or self._gen_id is None:
@@ -386,8 +397,9 @@ class Runner:
             # With --video-from-images the images must go first: videos wait on them.
             todo = sorted(todo, key=lambda a: (a["kind"] != "video", a["idx"]))
         try:
+            self._slots = {}
             for asset in todo:
-                pool = provider_pool(asset["provider"], self._caps[asset["provider"]])
+                pool, self._slots[asset["provider"]] = provider_pool(asset["provider"], self._caps[asset["provider"]])
                 futures.add(pool.submit(self._run_one, gen, asset, directory))
             pending = futures
             while pending:
@@ -591,7 +603,32 @@ class Runner:
             if source_tmp is not None:
                 source_tmp.unlink(missing_ok=True)
 
+    def _slot(self, asset: dict) -> threading.BoundedSemaphore | None:
+        """Take one of the provider's slots (the cap on its calls) for this asset's call; None when run()'s
+        pools are not in use (run_asset). Raises Cancelled when the run stops while it waits."""
+        slot = (self._slots or {}).get(asset["provider"])
+        if slot is None:
+            return None
+        while not slot.acquire(timeout=0.2):
+            if self.stop.is_set():
+                raise Cancelled("stopped while waiting for the provider")
+        if self.stop.is_set():  # the slot came free as the run stopped: start nothing new
+            slot.release()
+            raise Cancelled("stopped while waiting for the provider")
+        return slot
+
     def _generate(self, gen: dict, asset: dict, directory: Path, extra: dict) -> None:
+        slot = self._slot(asset)
+        try:
+            out, provider, tmp = self._call(gen, asset, directory, extra)
+        finally:
+            if slot is not None:
+                slot.release()
+        self._finish(gen, asset, directory, out, provider, tmp)
+
+    def _call(self, gen: dict, asset: dict, directory: Path, extra: dict) -> tuple[AssetOutput, Provider, Path]:
+        """The provider's call, in one of its slots: the asset is `running` from here. Returns what the provider
+        said, the provider, and the temporary file it wrote (removed here if the call fails)."""
         self.store.start_asset(asset["id"])
         self._emit(asset, "running", 0.0, None)
         provider = self.provider(asset["provider"])
@@ -610,10 +647,18 @@ class Runner:
             options={**(gen.get("options") or {}), "directory": str(directory), **extra,
                      **({"resubmit_refused": True} if self.include_refused else {})},
         )
-        stem = f"{asset['kind']}_{asset['idx']}"
-        tmp = temp_path_for(directory / stem)
+        tmp = temp_path_for(directory / f"{asset['kind']}_{asset['idx']}")
         try:
-            out: AssetOutput = provider.generate(req, tmp, _AssetReporter(self, asset))
+            return provider.generate(req, tmp, _AssetReporter(self, asset)), provider, tmp
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _finish(self, gen: dict, asset: dict, directory: Path, out: AssetOutput, provider: Provider,
+                tmp: Path) -> None:
+        """Check the file the provider wrote to `tmp`, put it in place and record it (outside the slot)."""
+        stem = f"{asset['kind']}_{asset['idx']}"
+        try:
             ext = {"png": "png", "jpeg": "jpg", "jpg": "jpg", "mp4": "mp4"}.get(out.format)
             if ext is None:
                 raise MediaCheckError(f"unsupported format {out.format!r} from {provider.name}")
