@@ -14,7 +14,7 @@ max(ceil(20*5 / cap_image), ceil(20*5 / cap_video)) x the time per asset. The
 providers count their calls in flight, so the report also shows that the caps
 were reached and never exceeded.
 
-    python bench/fig1_orchestration.py            # about 2 minutes
+    python bench/fig1_orchestration.py            # about 2.5 minutes
     python bench/fig1_orchestration.py --quick    # a few seconds, numbers meaningless
 """
 
@@ -97,13 +97,13 @@ def make_providers(asset_s: float, cap_image: int, cap_video: int, png: bytes, m
 
 
 def main(argv=None) -> int:
-    p = benchlib.parser(__doc__.split("\n\n")[0], repeat=5)
+    p = benchlib.parser(__doc__.split("\n\n")[0], repeat=9)
     p.add_argument("--asset-seconds", type=float, default=1.0, help="the fake provider's time per asset")
     p.add_argument("--cap-image", type=int, default=5, help="concurrency cap of the image provider")
     p.add_argument("--cap-video", type=int, default=5, help="concurrency cap of the video provider")
     p.add_argument("--baseline-repeat", type=int, default=3, help="repetitions of the sequential baseline")
     p.add_argument("--requests", type=int, default=20, help="requests submitted together for throughput")
-    p.add_argument("--throughput-repeat", type=int, default=1, help="repetitions of the throughput run")
+    p.add_argument("--throughput-repeat", type=int, default=3, help="repetitions of the throughput run (median shown)")
     args = p.parse_args(argv)
     if args.quick:
         args.asset_seconds, args.repeat, args.baseline_repeat = 0.02, 2, 1
