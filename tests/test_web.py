@@ -1179,3 +1179,42 @@ def test_a_generation_whose_missing_assets_were_all_refused_suggests_include_ref
     assert "refused every missing one" in r.text
     assert f"aigen retry {gid} --include-refused" in r.text
     assert "Make only the missing ones" not in r.text
+
+
+def test_a_render_leaves_no_reference_cycles_behind(tmp_path):
+    """bottle's templates run in namespaces that refer to themselves; the gallery's templates empty them
+    once the page is rendered, so a page is freed at once instead of piling up for the garbage collector
+    (whose full collections stopped every request for 13-16 ms under load). The same templates rendered
+    by plain SimpleTemplate leave cycles: the check can fail."""
+    import gc
+
+    from bottle import SimpleTemplate
+
+    from aigen.web.app import Templates
+
+    (tmp_path / "base.tpl").write_text("<main>{{!base}}</main>{{title}}")
+    (tmp_path / "part.tpl").write_text("<li>{{x}}</li>")
+    (tmp_path / "page.tpl").write_text(
+        "% rebase('base', title=title)\n% for x in rows:\n% include('part', x=x)\n% end\n")
+    rows = [{"n": i} for i in range(3)]
+
+    def garbage_after(render) -> tuple[str, int]:
+        gc.collect()
+        gc.disable()
+        try:
+            html = render()
+            return html, gc.collect()
+        finally:
+            gc.enable()
+
+    html, left = garbage_after(lambda: Templates(tmp_path).render("page", title="<T>", rows=rows))
+    assert html == "<main><li>{&#039;n&#039;: 0}</li><li>{&#039;n&#039;: 1}</li><li>{&#039;n&#039;: 2}</li></main>&lt;T&gt;"
+    assert left == 0
+    plain, plain_left = garbage_after(
+        lambda: SimpleTemplate(name="page", lookup=[str(tmp_path)]).render(title="<T>", rows=rows))
+    assert plain == html and plain_left > 0
+    # Twice more through the same cached templates: still nothing left, still the same page.
+    t = Templates(tmp_path)
+    for _ in range(2):
+        again, left = garbage_after(lambda: t.render("page", title="<T>", rows=rows))
+        assert again == html and left == 0
