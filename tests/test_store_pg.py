@@ -259,6 +259,85 @@ def test_a_connection_lost_mid_run_is_an_aigen_error_and_the_next_call_reconnect
     assert pg.get_generation(gid)["error"] == "y"
 
 
+def _backend_pid(store) -> int:
+    return store.query_one("SELECT pg_backend_pid() AS p")["p"]
+
+
+def _in_thread(fn):
+    import threading
+
+    out = []
+    t = threading.Thread(target=lambda: out.append(fn()))
+    t.start()
+    t.join(30)
+    return out[0]
+
+
+def test_a_released_connection_is_taken_by_the_next_thread_not_closed(pg, postgres_server):
+    """A cluster worker's job gives its thread's connection back (release); the next job, on another of
+    DBOS's threads, takes it instead of connecting again. Only an idle, open connection is kept, at most
+    IDLE_MAX of them, and close_all closes those too."""
+    import psycopg
+
+    first = _in_thread(lambda: (_backend_pid(pg), pg.release())[0])
+    assert _in_thread(lambda: (_backend_pid(pg), pg.release())[0]) == first  # the same session, reused
+
+    # A connection left inside a transaction is closed, not handed on.
+    def leave_a_transaction_open():
+        pid = _backend_pid(pg)
+        pg.db.conn.execute("BEGIN")
+        pg.release()
+        return pid
+
+    assert _in_thread(leave_a_transaction_open) == first
+    assert _in_thread(lambda: (_backend_pid(pg), pg.release())[0]) != first
+
+    # A connection the server ended while idle is not handed on either: the taker connects anew.
+    dead = _in_thread(lambda: (_backend_pid(pg), pg.release())[0])
+    with psycopg.connect(postgres_server.url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (dead,))
+        import time
+
+        deadline = time.monotonic() + 10
+        while admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (dead,)).fetchone()[0]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    gid = _in_thread(lambda: pg.create_generation({"user_id": "alice", "prompt": "p"}, []))
+    assert pg.get_generation(gid)["id"] == gid
+
+    # At most IDLE_MAX kept: more threads releasing at once close the rest.
+    import threading
+
+    n = pg.IDLE_MAX + 3
+    barrier = threading.Barrier(n)
+
+    def hold_then_release():
+        pid = _backend_pid(pg)
+        barrier.wait(30)
+        pg.release()
+        return pid
+
+    pids = set()
+    threads = [threading.Thread(target=lambda: pids.add(hold_then_release())) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(pids) == n and len(pg._idle) == pg.IDLE_MAX
+    kept = {db.conn.raw.info.backend_pid for db in pg._idle}
+    pg.close_all()
+    assert pg._idle == []
+    with psycopg.connect(postgres_server.url, autocommit=True) as admin:
+        alive = {r[0] for r in admin.execute("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)",
+                                             (list(kept),)).fetchall()}
+        deadline = time.monotonic() + 10
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+            alive = {r[0] for r in admin.execute("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)",
+                                                 (list(kept),)).fetchall()}
+    assert not alive
+
+
 def test_help_imports_no_psycopg_and_status_on_sqlite_neither(tmp_path):
     code = ("import sys, runpy; sys.argv = ['aigen'] + sys.argv[1:]\n"
             "try:\n    runpy.run_module('aigen', run_name='__main__')\nexcept SystemExit:\n    pass\n"

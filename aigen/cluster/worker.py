@@ -479,13 +479,14 @@ class Worker:
                 self._freeing.queue = self._queue_of(asset_id)
                 self._freeing.gen = gen_id
             # The store keeps one connection per thread, and DBOS runs each job on whichever of its
-            # (many) threads is free: give this one back, or the connections pile up past max_connections.
-            close = getattr(self.store, "close", None)
-            if close is not None and getattr(self.store, "backend", "sqlite") == "postgresql":
+            # (many) threads is free: give this one back for the next job (PgStore.release), or the
+            # connections pile up past max_connections.
+            release = getattr(self.store, "release", None)
+            if release is not None:
                 try:
-                    close()
+                    release()
                 except Exception:
-                    log.debug("closing this thread's store connection failed", exc_info=True)
+                    log.debug("giving back this thread's store connection failed", exc_info=True)
             if handed_back:
                 # Keep this workflow PENDING on this executor: the drain re-enqueues it for
                 # another worker, which makes the asset (or polls its saved job) again.
