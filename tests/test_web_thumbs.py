@@ -87,6 +87,16 @@ def test_previews_from_the_checks_decoded_pixels_are_the_previews_of_the_file(tm
     info = probe.probe_image(src, keep_pixels=True)
     assert info == probe.ImageInfo("png", 1024, 640) and info.pixels.size == (1024, 640)
     assert probe.probe_image(src).pixels is None  # kept only when asked
+    assert probe.KEEP_PIXELS_MAX == thumbs.MAX_PIXELS  # never kept for a picture too large to preview
+    big = tmp_path / "big.png"
+    from PIL import Image as PILImage
+
+    PILImage.new("L", (300, 200)).save(big)
+    import unittest.mock
+
+    with unittest.mock.patch.object(probe, "KEEP_PIXELS_MAX", 300 * 200 - 1):
+        assert probe.probe_image(big, keep_pixels=True).pixels is None
+    assert probe.probe_image(big, keep_pixels=True).pixels.size == (300, 200)
     from_file = (tmp_path / "f1.webp", tmp_path / "f2.webp")
     from_pixels = (tmp_path / "p1.webp", tmp_path / "p2.webp")
     assert thumbs.make_thumbnails(src, from_file) == thumbs.make_thumbnails(src, from_pixels, image=info.pixels)

@@ -24,6 +24,11 @@ _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
 
 
+# probe_image keeps the decoded pixels of a picture up to this size only (aigen.media.thumbs.MAX_PIXELS: a larger
+# one gets no previews, so the copy would only double what it holds in memory).
+KEEP_PIXELS_MAX = 64_000_000
+
+
 @dataclass
 class ImageInfo:
     format: str  # "png" | "jpeg" | "webp"
@@ -128,8 +133,9 @@ def probe_image(path: str | PathLike, *, keep_pixels: bool = False) -> ImageInfo
         with Image.open(p, formats=[pil_format]) as im:
             im.load()
             width, height = im.size
-            # load() read the whole file: the copy made here is the same pixels, detached from it.
-            pixels = im.copy() if keep_pixels else None
+            # load() read the whole file: the copy made here is the same pixels, detached from it. None past
+            # KEEP_PIXELS_MAX: a picture that large gets no previews, and a second copy of it is not held.
+            pixels = im.copy() if keep_pixels and width * height <= KEEP_PIXELS_MAX else None
     except errors as e:
         reason = str(e) or type(e).__name__
         if "truncated" in reason.lower() or isinstance(e, EOFError):
