@@ -20,13 +20,12 @@ from pathlib import Path
 
 from aigen.errors import MediaCheckError
 
+# probe_image keeps the decoded pixels of a picture up to the previews' own limit only: a larger one gets no
+# previews, so the copy would only double what it holds in memory.
+from aigen.media.thumbs import MAX_PIXELS as KEEP_PIXELS_MAX
+
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
-
-
-# probe_image keeps the decoded pixels of a picture up to this size only (aigen.media.thumbs.MAX_PIXELS: a larger
-# one gets no previews, so the copy would only double what it holds in memory).
-KEEP_PIXELS_MAX = 64_000_000
 
 
 @dataclass
